@@ -1,0 +1,1 @@
+"""Canonical data: schemas, loaders for real formats, the simulator, Backtrader feeds."""

@@ -1,0 +1,212 @@
+"""Canonical Arrow schemas: the one shape every loader produces and every consumer reads.
+
+All timestamps are ``timestamp[us, tz=UTC]``. Prices are USD (or USDT, treated alike),
+sizes are in BTC unless a field name says otherwise, rates are fractions (0.55, not 55).
+
+Schemas
+-------
+BARS        OHLCV bars. ``ts`` is the bar *open* time; the bar closes at ``ts + freq``.
+CHAIN       Option chain snapshots, one row per contract per snapshot ``ts``.
+FUNDING     Perpetual funding rates, fraction per 8 hours, stamped when paid/known.
+PERP_OI     Perpetual open interest (BTC and/or USD) stamped at measurement time.
+LIQUIDATIONS  Forced orders: ``side`` is the side of the *liquidated position*
+            (``long`` is closed by a sell), ``price`` USD, ``size`` BTC.
+FUTURES     Dated futures prices: ``ts, expiry, price`` (one row per snapshot and expiry).
+
+``conform`` turns a pandas DataFrame into a validated table of one of these schemas;
+it is the only place where column presence, types, time zones and NaN rules are
+checked generically. Loaders add their format-specific checks before calling it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from indicators.errors import DataError
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: pa.DataType
+    required: bool = True
+    nullable: bool = False
+    positive: bool = False  # strictly > 0 where not null
+    nonnegative: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    fields: tuple[Field, ...]
+    sort_keys: tuple[str, ...] = ("ts",)
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return pa.schema([pa.field(f.name, f.type, nullable=f.nullable or not f.required)
+                          for f in self.fields])
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+BARS = Schema("bars", (
+    Field("ts", UTC_US, doc="bar open time, UTC"),
+    Field("open", pa.float64(), positive=True, doc="USD"),
+    Field("high", pa.float64(), positive=True, doc="USD"),
+    Field("low", pa.float64(), positive=True, doc="USD"),
+    Field("close", pa.float64(), positive=True, doc="USD"),
+    Field("volume", pa.float64(), nonnegative=True, doc="base units (BTC)"),
+))
+
+CHAIN = Schema("chain", (
+    Field("ts", UTC_US, doc="snapshot time, UTC"),
+    Field("expiry", UTC_US, doc="expiry time, UTC (Deribit: 08:00)"),
+    Field("strike", pa.float64(), positive=True, doc="USD"),
+    Field("right", pa.string(), doc="'C' or 'P'"),
+    Field("open_interest", pa.float64(), nonnegative=True, doc="contracts"),
+    Field("mark_iv", pa.float64(), nullable=True, doc="fraction (0.55), NaN = no quote"),
+    Field("underlying_price", pa.float64(), positive=True,
+          doc="the row's forward: listed future or synthetic, USD"),
+    Field("multiplier", pa.float64(), positive=True, doc="underlying units per contract"),
+    Field("index_price", pa.float64(), required=False, nullable=True,
+          doc="spot/index at snapshot, USD, when the data has it"),
+    Field("underlying_index", pa.string(), required=False, nullable=True,
+          doc="name of the forward, e.g. 'BTC-25MAR22' or 'SYN.BTC-1MAR22'"),
+    Field("dealer_position", pa.float64(), required=False, nullable=True,
+          doc="signed dealer contracts (+ long), when the data has it"),
+    Field("delta", pa.float64(), required=False, nullable=True, doc="vendor delta"),
+    Field("gamma", pa.float64(), required=False, nullable=True, doc="vendor gamma per 1 USD"),
+    Field("vega", pa.float64(), required=False, nullable=True, doc="vendor vega"),
+    Field("theta", pa.float64(), required=False, nullable=True, doc="vendor theta"),
+), sort_keys=("ts", "expiry", "strike", "right"))
+
+FUNDING = Schema("funding", (
+    Field("ts", UTC_US, doc="funding time (or day start for daily aggregates), UTC"),
+    Field("rate_8h", pa.float64(), doc="fraction per 8 hours (1e-4 = 0.01%)"),
+    Field("interval_h", pa.float64(), positive=True,
+          doc="hours covered by the row: 8 for per-payment rows, 24 for daily means"),
+))
+
+PERP_OI = Schema("perp_oi", (
+    Field("ts", UTC_US),
+    Field("oi_btc", pa.float64(), nullable=True, nonnegative=True, doc="open interest, BTC"),
+    Field("oi_usd", pa.float64(), required=False, nullable=True, nonnegative=True,
+          doc="open interest, USD"),
+))
+
+LIQUIDATIONS = Schema("liquidations", (
+    Field("ts", UTC_US),
+    Field("side", pa.string(), doc="'long' or 'short': the liquidated position"),
+    Field("price", pa.float64(), positive=True, doc="USD"),
+    Field("size", pa.float64(), positive=True, doc="BTC"),
+), sort_keys=("ts",))
+
+FUTURES = Schema("futures", (
+    Field("ts", UTC_US, doc="observation time, UTC"),
+    Field("expiry", UTC_US, doc="future expiry, UTC"),
+    Field("price", pa.float64(), positive=True, doc="USD"),
+    Field("instrument", pa.string(), required=False, nullable=True, doc="e.g. 'BTC-25MAR22'"),
+), sort_keys=("ts", "expiry"))
+
+
+def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa.Table:
+    """Validate ``df`` against ``schema`` and return a canonical Arrow table.
+
+    Checks: required columns present; timestamps tz-aware (converted to UTC);
+    numeric columns castable; no NaN in non-nullable fields; ``positive`` /
+    ``nonnegative`` bounds. Extra columns are dropped (loaders map vendor columns to
+    canonical names before calling). Optional columns that are absent are not added.
+    Rows are sorted by ``schema.sort_keys`` (stable).
+
+    Raises
+    ------
+    DataError
+        Naming ``source``, the first offending row (0-based, in ``df`` order) and column.
+    """
+    if len(df) == 0:
+        raise DataError("no data rows", source=source,
+                        expected=f"at least one {schema.name} row",
+                        fix="check the file is complete and the date filter is not empty")
+    missing = [f.name for f in schema.fields if f.required and f.name not in df.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}", source=source,
+                        expected=f"columns {[f.name for f in schema.fields if f.required]}",
+                        fix="rename the columns or pick the loader for this format")
+    out: dict[str, pd.Series] = {}
+    for f in schema.fields:
+        if f.name not in df.columns:
+            continue
+        col = df[f.name]
+        if pa.types.is_timestamp(f.type):
+            out[f.name] = _to_utc(col, f.name, source)
+        elif pa.types.is_floating(f.type):
+            num = pd.to_numeric(col, errors="coerce").astype("float64")
+            bad = num.isna() & col.notna()
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(f"cannot parse {col.iloc[i]!r} as a number", source=source,
+                                row=i, column=f.name, expected="a decimal number",
+                                fix="remove or repair the row")
+            out[f.name] = num
+        else:
+            out[f.name] = col.astype("string")
+        _check_values(out[f.name], f, source)
+    frame = pd.DataFrame(out)
+    frame = frame.sort_values(list(schema.sort_keys), kind="stable", ignore_index=True)
+    fields = [schema.arrow.field(n) for n in frame.columns]
+    return pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
+
+
+def _to_utc(col: pd.Series, name: str, source: str) -> pd.Series:
+    if not isinstance(col.dtype, pd.DatetimeTZDtype):
+        if pd.api.types.is_datetime64_any_dtype(col.dtype):
+            raise DataError("timestamps are timezone-naive", source=source, column=name,
+                            expected="timezone-aware UTC timestamps",
+                            fix="localize them first, e.g. .dt.tz_localize('UTC')")
+        parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed")
+        unparsed = (parsed.isna() & col.notna()).to_numpy()
+        if unparsed.any():
+            i = int(np.flatnonzero(unparsed)[0])
+            raise DataError(f"cannot parse {col.iloc[i]!r} as a timestamp", source=source,
+                            row=i, column=name, expected="ISO 8601 with a UTC offset",
+                            fix="repair the row")
+        if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            raise DataError("timestamps are timezone-naive", source=source, column=name,
+                            expected="timezone-aware UTC timestamps (e.g. '+00:00' suffix)",
+                            fix="add the UTC offset or use a loader that knows the format")
+        col = parsed
+    return col.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+
+
+def _check_values(col: pd.Series, f: Field, source: str) -> None:
+    isna = col.isna().to_numpy()
+    if not f.nullable and isna.any():
+        i = int(np.flatnonzero(isna)[0])
+        raise DataError("missing value", source=source, row=i, column=f.name,
+                        expected=f"a value in every row ({f.doc or f.name})",
+                        fix="drop or repair the row (e.g. DataFrame.dropna())")
+    if f.positive or f.nonnegative:
+        vals = col.to_numpy(dtype="float64", na_value=np.nan)
+        bad = (vals <= 0) if f.positive else (vals < 0)
+        bad &= ~np.isnan(vals)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            bound = "> 0" if f.positive else ">= 0"
+            raise DataError(f"value {vals[i]!r} out of range", source=source, row=i,
+                            column=f.name, expected=f"{bound} ({f.doc or f.name})",
+                            fix="repair or drop the row")

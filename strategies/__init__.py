@@ -1,0 +1,1 @@
+"""Backtrader strategies and the explicit registry that names them."""
