@@ -1,0 +1,273 @@
+"""The ``gammabt`` command line: demo, run, gex, simulate, basis, liq.
+
+Errors a user can fix print one line and exit 2; anything else prints one line and
+exits 1. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from indicators.errors import ConfigError, GammabtError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DEMO_SCENARIO = "gamma_squeeze_down"
+DEMO_SEED = 7
+DEMO_DAYS = 90
+
+
+def _parse_params(pairs: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {pair!r} is not key=value", column="params",
+                              expected="--param name=value", fix="e.g. --param lookback=8")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _print_metrics(metrics: dict[str, Any], title: str) -> None:
+    rows = [("total_return", "Total return"), ("cagr", "CAGR"), ("sharpe", "Sharpe (365)"),
+            ("sortino", "Sortino (365)"), ("max_drawdown", "Max drawdown"),
+            ("volatility_ann", "Volatility (ann.)"), ("n_trades", "Closed trades"),
+            ("trade_win_rate", "Trade win rate"), ("n_orders", "Orders"),
+            ("n_rejected", "Rejected orders"), ("final_value", "Final value (USD)"),
+            ("benchmark_total_return", "Buy & hold total return")]
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in rows:
+        if key in metrics:
+            table.add_row(label, _fmt(metrics[key]))
+    console.print(table)
+
+
+def _report_run(result, folder: Path) -> None:
+    for note in result.notes:
+        console.print(f"[dim]{note}[/dim]")
+    _print_metrics(result.metrics, f"{result.config.strategy}: {result.run_id}")
+    if result.n_rejected:
+        err_console.print(f"[bold red]WARNING: {result.n_rejected} order(s) were rejected by "
+                          "the broker (margin/cash); see orders.parquet and lower --percent "
+                          "or the strategy's sizing.[/bold red]")
+    console.print(f"Tearsheet: {folder / 'tearsheet.html'}")
+    console.print(f"Run folder: {folder}  ({result.elapsed_s:.1f} s)")
+
+
+def _frame_table(frame: pd.DataFrame, title: str, max_rows: int = 40) -> None:
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    shown = frame if len(frame) <= max_rows else pd.concat([frame.head(max_rows // 2),
+                                                            frame.tail(max_rows // 2)])
+    for _, row in shown.iterrows():
+        table.add_row(*[_fmt(v) if not isinstance(v, pd.Timestamp)
+                        else v.strftime("%Y-%m-%d %H:%M") for v in row])
+    console.print(table)
+    if len(frame) > max_rows:
+        console.print(f"[dim]({len(frame)} rows; first and last {max_rows // 2} shown; "
+                      "use --out to save all)[/dim]")
+
+
+def _write_table(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    elif out.suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        raise ConfigError(f"unsupported output suffix {out.suffix!r}", source=str(out),
+                          expected=".parquet or .csv", fix="name the output file *.parquet")
+    tmp.replace(out)
+    console.print(f"Wrote {len(frame)} rows to {out}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="gammabt")
+def cli(debug: bool) -> None:
+    """gammabt: backtest gamma-, liquidation- and basis-aware crypto strategies."""
+
+
+@cli.command()
+@click.option("--scenario", default=DEMO_SCENARIO, show_default=True,
+              help="Simulator scenario preset.")
+@click.option("--seed", default=DEMO_SEED, show_default=True, type=int)
+@click.option("--days", default=DEMO_DAYS, show_default=True, type=int)
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
+    """Simulate a market, run the gamma-flip strategy on it, write a tearsheet."""
+    from feeds.synthetic import simulate
+    from gammabt.config import RunConfig
+    from gammabt.results import write_run
+    from gammabt.run import run as run_backtest
+
+    console.print(f"Simulated market: scenario [bold]{scenario}[/bold], seed {seed}, "
+                  f"{days} days of 1h bars with hourly option chains")
+    market_dir = results_dir / "markets" / f"{scenario}-seed{seed}-{days}d"
+    if not (market_dir / "market.json").exists():
+        market = simulate(scenario, days=days, freq="1h", seed=seed)
+        market.write(market_dir, overwrite=True)
+    config = RunConfig(strategy="gamma_flip", market=str(market_dir), label="demo")
+    result = run_backtest(config)
+    folder = write_run(result, results_dir)
+    _report_run(result, folder)
+
+
+@cli.command("run")
+@click.option("--strategy", default="gamma_flip", show_default=True,
+              help="Registered strategy name (see `gammabt strategies`).")
+@click.option("--bars", type=click.Path(exists=True, path_type=Path),
+              help="OHLCV bars file (CSV, gz, Parquet; format auto-detected).")
+@click.option("--chain", type=click.Path(exists=True, path_type=Path),
+              help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected).")
+@click.option("--spot", type=click.Path(exists=True, path_type=Path),
+              help="Bars used to complete a chain without an underlying column.")
+@click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `gammabt simulate` (bars, chain and the rest).")
+@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
+              help="A TOML run config; command-line options override it.")
+@click.option("--param", "params", multiple=True, metavar="K=V",
+              help="Strategy parameter, repeatable.")
+@click.option("--from", "start", help="First bar (UTC date/time, inclusive).")
+@click.option("--to", "end", help="End (UTC date/time, exclusive).")
+@click.option("--freq", help="Resample bars to this timeframe, e.g. 4h.")
+@click.option("--cash", type=float, help="Starting cash, USD.  [default: 100000]")
+@click.option("--commission-bps", type=float, help="Commission, bps of notional. [default: 5]")
+@click.option("--slippage-bps", type=float, help="Slippage, bps of price. [default: 2]")
+@click.option("--percent", type=float, help="Position size, % of equity. [default: 95]")
+@click.option("--max-staleness", help="Oldest usable chain snapshot. [default: 26h]")
+@click.option("--dealer", type=click.Choice(["long_calls_short_puts", "short_calls_long_puts",
+                                             "explicit"]),
+              help="Dealer positioning convention for GEX.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path,
+            **options: Any) -> None:
+    """Run one backtest and write results/<run_id>/ (metrics, trades, tearsheet)."""
+    from gammabt.config import RunConfig
+    from gammabt.results import write_run
+    from gammabt.run import run as run_backtest
+
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data = RunConfig.from_toml(config_file).to_dict()
+    for key, value in options.items():
+        if value is not None:
+            data[key] = str(value) if isinstance(value, Path) else value
+    merged = dict(data.get("params", {}))
+    merged.update(dict(_parse_params(params)))
+    data["params"] = merged
+    config = RunConfig.from_mapping(data, source="command line")
+    result = run_backtest(config)
+    folder = write_run(result, results_dir)
+    _report_run(result, folder)
+
+
+@cli.command()
+@click.option("--chain", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--spot", type=click.Path(exists=True, path_type=Path),
+              help="Bars to complete a chain without an underlying column.")
+@click.option("--dealer", default="long_calls_short_puts", show_default=True,
+              type=click.Choice(["long_calls_short_puts", "short_calls_long_puts", "explicit"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the full summary (.parquet or .csv).")
+def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
+    """Dealer gamma summary per snapshot: spot, GEX, flip, walls, regime."""
+    from feeds.loaders import load_chain
+    from indicators.gamma import summarize
+
+    summary = summarize(load_chain(chain, spot=spot), dealer=dealer)
+    cols = [c for c in ("ts", "spot", "spot_source", "gex", "gamma_flip", "call_wall",
+                        "put_wall", "regime", "n_contracts") if c in summary.columns]
+    _frame_table(summary[cols], f"Dealer gamma ({dealer}), GEX in USD per 1% move")
+    if out is not None:
+        _write_table(summary, out)
+
+
+@cli.command()
+@click.option("--scenario", default="calm", show_default=True,
+              help="Preset name or a path to a TOML preset.")
+@click.option("--days", default=30, show_default=True, type=int)
+@click.option("--freq", default="1h", show_default=True, help="Bar frequency (>= 1min).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def simulate(scenario: str, days: int, freq: str, seed: int, out: Path,
+             overwrite: bool) -> None:
+    """Simulate a market with dealer-hedging feedback and write it as Parquet."""
+    from feeds.synthetic import simulate as run_simulation
+
+    market = run_simulation(scenario, days=days, freq=freq, seed=seed)
+    market.write(out, overwrite=overwrite)
+    console.print(f"Scenario {market.scenario!r}, seed {market.seed}: "
+                  f"{market.bars.num_rows} bars, {market.chain.num_rows} option rows, "
+                  f"{market.liquidations.num_rows} liquidations -> {out}")
+
+
+@cli.command()
+def strategies() -> None:
+    """List the registered strategies and their parameters."""
+    from strategies.registry import STRATEGIES, strategy_params
+
+    for name, cls in STRATEGIES.items():
+        params = ", ".join(f"{k}={v!r}" for k, v in strategy_params(cls).items())
+        console.print(f"[bold]{name}[/bold]: {params or '(no parameters)'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one readable line on error, traceback only with --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="gammabt", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        err_console.print("gammabt: aborted")
+        return 130
+    except GammabtError as exc:
+        if debug:
+            raise
+        err_console.print(f"gammabt: error: {exc}", markup=False, soft_wrap=True)
+        return 2
+    except OSError as exc:
+        if debug:
+            raise
+        err_console.print(f"gammabt: error: {exc}", markup=False, soft_wrap=True)
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(f"gammabt: internal error: {type(exc).__name__}: {exc} "
+                          "(rerun with --debug for the traceback)", markup=False,
+                          soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Run configuration: frozen, validated on creation, loadable from TOML, hashable.
+
+The hash of the configuration plus the content hashes of its input files names the
+run folder, so two runs of the same config on the same data share a hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from indicators.errors import ConfigError
+from strategies.registry import check_params, get_strategy
+
+Dealer = Literal["long_calls_short_puts", "short_calls_long_puts", "explicit"]
+DEALERS = ("long_calls_short_puts", "short_calls_long_puts", "explicit")
+INPUTS = ("bars", "chain", "spot", "market", "funding", "futures", "perp", "oi",
+          "liquidations")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything that determines a backtest's result.
+
+    Inputs are file paths (or a simulated-market folder in ``market``). Costs are in
+    basis points of traded notional. ``percent`` is the position size as a percent of
+    portfolio value (fractional BTC). ``max_staleness`` is how old a chain snapshot (or
+    basis/funding value) may be before its lines turn NaN.
+    """
+
+    strategy: str = "gamma_flip"
+    params: tuple[tuple[str, Any], ...] = ()
+    bars: str | None = None
+    chain: str | None = None
+    spot: str | None = None
+    market: str | None = None
+    funding: str | None = None
+    futures: str | None = None
+    perp: str | None = None
+    oi: str | None = None
+    liquidations: str | None = None
+    start: str | None = None
+    end: str | None = None
+    freq: str | None = None
+    cash: float = 100_000.0
+    commission_bps: float = 5.0
+    slippage_bps: float = 2.0
+    percent: float = 95.0
+    max_staleness: str = "26h"
+    dealer: Dealer = "long_calls_short_puts"
+    runonce: bool = True
+    preload: bool = True
+    label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        cls = get_strategy(self.strategy)
+        checked = check_params(cls, dict(self.params))
+        object.__setattr__(self, "params", tuple(sorted(checked.items())))
+        if self.bars is None and self.market is None:
+            raise ConfigError("no price bars given", column="bars",
+                              expected="--bars FILE or a simulated market folder",
+                              fix="pass --bars path/to/bars.csv (or gammabt simulate first)")
+        for name, low, high in (("cash", 1e-9, float("inf")),
+                                ("commission_bps", 0.0, 1000.0),
+                                ("slippage_bps", 0.0, 1000.0),
+                                ("percent", 1e-9, 1000.0)):
+            value = getattr(self, name)
+            if not (low <= value <= high):
+                raise ConfigError(f"{name}={value} out of range", column=name,
+                                  expected=f"a number in [{low:g}, {high:g}]",
+                                  fix=f"set {name} to a sensible value")
+        if self.dealer not in DEALERS:
+            raise ConfigError(f"unknown dealer convention {self.dealer!r}", column="dealer",
+                              expected=f"one of {list(DEALERS)}",
+                              fix="use the default long_calls_short_puts")
+        for name in ("max_staleness", "freq"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    pd.Timedelta(value)
+                except ValueError:
+                    raise ConfigError(f"{name}={value!r} is not a duration", column=name,
+                                      expected="a pandas duration like '26h' or '1D'",
+                                      fix=f"set {name} to e.g. '26h'") from None
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    stamp = pd.Timestamp(value)
+                except ValueError:
+                    raise ConfigError(f"{name}={value!r} is not a date", column=name,
+                                      expected="an ISO date such as 2022-01-01",
+                                      fix=f"pass --{'from' if name == 'start' else 'to'} YYYY-MM-DD") from None
+                if stamp.tzinfo is None:
+                    stamp = stamp.tz_localize("UTC")
+                object.__setattr__(self, name, stamp.tz_convert("UTC").isoformat())
+
+    # -- identity -------------------------------------------------------------------
+    @property
+    def strategy_params(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def inputs(self) -> dict[str, str]:
+        """The input paths that are set, by role."""
+        return {k: v for k in INPUTS if (v := getattr(self, k)) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["params"] = dict(self.params)
+        data.pop("extra")
+        return data
+
+    def digest(self, input_hashes: dict[str, str] | None = None) -> str:
+        """sha256 over the config (paths excluded) and the inputs' content hashes."""
+        data = self.to_dict()
+        for key in INPUTS:
+            data.pop(key)
+        data.pop("label")
+        payload = json.dumps({"config": data, "inputs": input_hashes or {}},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    # -- loading --------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "<config>") -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], names, n=1)
+            raise ConfigError(f"unknown key {unknown[0]!r}", source=source,
+                              expected=f"keys among {sorted(names)}",
+                              fix=f"did you mean {hint[0]!r}?" if hint else "remove it")
+        data = dict(data)
+        if "params" in data:
+            params = data["params"]
+            if not isinstance(params, dict):
+                raise ConfigError("params must be a table", source=source, column="params",
+                                  expected="[params] with key = value lines",
+                                  fix="write strategy parameters under a [params] table")
+            data["params"] = tuple(sorted(params.items()))
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("config file not found", source=str(path),
+                              expected="an existing TOML file", fix="check the path") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML ({exc})", source=str(path),
+                              expected="valid TOML", fix="repair the file") from None
+        base = path.parent
+        for key in INPUTS:
+            if key in data and not Path(data[key]).is_absolute():
+                data[key] = str((base / data[key]).resolve())
+        return cls.from_mapping(data, source=str(path))
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Content hash of a file (or of every file in a folder, in name order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        if path.is_dir():
+            digest.update(str(item.relative_to(path)).encode())
+        with open(item, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,88 @@
+"""The results store: one folder per run, written atomically.
+
+A run is first written into ``<root>/.tmp-<run_id>-<pid>/`` and renamed to
+``<root>/<run_id>/`` only when every file is complete, so a crash never leaves a
+folder that looks like a finished run. ``load_run`` reads one back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gammabt.report import write_tearsheet
+from gammabt.run import RunResult
+
+FILES = ("config.json", "metrics.json", "returns.parquet", "equity.parquet",
+         "trades.parquet", "orders.parquet", "tearsheet.html")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dump(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_run(result: RunResult, root: str | Path = "results", *,
+              tearsheet: bool = True) -> Path:
+    """Write ``result`` to ``root/<run_id>/`` atomically and return that folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / result.run_id
+    if final.exists():
+        raise FileExistsError(f"{final} already exists")
+    tmp = root / f".tmp-{result.run_id}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _dump(tmp / "config.json", {
+            "run_id": result.run_id,
+            "digest": result.digest,
+            "config": result.config.to_dict(),
+            "input_hashes": result.input_hashes,
+            "versions": result.versions,
+            "notes": list(result.notes),
+        })
+        _dump(tmp / "metrics.json", result.metrics)
+        frame = pd.DataFrame({"strategy": result.returns, "buy_and_hold": result.benchmark})
+        frame.index.name = "date"
+        frame.to_parquet(tmp / "returns.parquet")
+        result.equity.to_parquet(tmp / "equity.parquet", index=False)
+        result.trades.to_parquet(tmp / "trades.parquet", index=False)
+        result.orders.to_parquet(tmp / "orders.parquet", index=False)
+        if tearsheet:
+            write_tearsheet(result.returns, result.benchmark, tmp / "tearsheet.html",
+                            title=f"gammabt {result.config.strategy} ({result.run_id})")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    """Read a finished run folder back: config, metrics and the tables."""
+    folder = Path(folder)
+    return {
+        "config": json.loads((folder / "config.json").read_text()),
+        "metrics": json.loads((folder / "metrics.json").read_text()),
+        "returns": pd.read_parquet(folder / "returns.parquet"),
+        "equity": pd.read_parquet(folder / "equity.parquet"),
+        "trades": pd.read_parquet(folder / "trades.parquet"),
+        "orders": pd.read_parquet(folder / "orders.parquet"),
+    }
