@@ -34,3 +34,21 @@ def real(real_data: Path):
         return path
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing in gammabt may reach the network at run time (QuantStats downloads
+    benchmarks by ticker if asked): any non-loopback connection fails the test."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") \
+                and not host.startswith("/"):
+            raise AssertionError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
