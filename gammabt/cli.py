@@ -139,8 +139,9 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
               help="Registered strategy name (see `gammabt strategies`).")
 @click.option("--bars", type=click.Path(exists=True, path_type=Path),
               help="OHLCV bars file (CSV, gz, Parquet; format auto-detected).")
-@click.option("--chain", type=click.Path(exists=True, path_type=Path),
-              help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected).")
+@click.option("--chain", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
+                   "repeat for several files.")
 @click.option("--spot", type=click.Path(exists=True, path_type=Path),
               help="Bars used to complete a chain without an underlying column.")
 @click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -173,7 +174,10 @@ def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path
     if config_file is not None:
         data = RunConfig.from_toml(config_file).to_dict()
     for key, value in options.items():
-        if value is not None:
+        if isinstance(value, tuple):
+            if value:
+                data[key] = tuple(str(v) for v in value)
+        elif value is not None:
             data[key] = str(value) if isinstance(value, Path) else value
     merged = dict(data.get("params", {}))
     merged.update(dict(_parse_params(params)))

@@ -39,7 +39,7 @@ class RunConfig:
     strategy: str = "gamma_flip"
     params: tuple[tuple[str, Any], ...] = ()
     bars: str | None = None
-    chain: str | None = None
+    chain: tuple[str, ...] = ()
     spot: str | None = None
     market: str | None = None
     funding: str | None = None
@@ -62,6 +62,9 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.chain, str):
+            object.__setattr__(self, "chain", (self.chain,))
+        object.__setattr__(self, "chain", tuple(str(c) for c in self.chain))
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
         object.__setattr__(self, "params", tuple(sorted(checked.items())))
@@ -110,8 +113,15 @@ class RunConfig:
         return dict(self.params)
 
     def inputs(self) -> dict[str, str]:
-        """The input paths that are set, by role."""
-        return {k: v for k in INPUTS if (v := getattr(self, k)) is not None}
+        """The input paths that are set, by role (``chain``, ``chain.1`` ... for several)."""
+        out: dict[str, str] = {}
+        for key in INPUTS:
+            value = getattr(self, key)
+            if isinstance(value, tuple):
+                out.update({key if i == 0 else f"{key}.{i}": v for i, v in enumerate(value)})
+            elif value is not None:
+                out[key] = value
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -147,6 +157,8 @@ class RunConfig:
                                   expected="[params] with key = value lines",
                                   fix="write strategy parameters under a [params] table")
             data["params"] = tuple(sorted(params.items()))
+        if isinstance(data.get("chain"), list | tuple):
+            data["chain"] = tuple(data["chain"])
         return cls(**data)
 
     @classmethod
@@ -162,7 +174,11 @@ class RunConfig:
                               expected="valid TOML", fix="repair the file") from None
         base = path.parent
         for key in INPUTS:
-            if key in data and not Path(data[key]).is_absolute():
+            if key not in data:
+                continue
+            if isinstance(data[key], list):
+                data[key] = [str((base / p).resolve()) for p in data[key]]
+            elif not Path(data[key]).is_absolute():
                 data[key] = str((base / data[key]).resolve())
         return cls.from_mapping(data, source=str(path))
 

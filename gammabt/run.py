@@ -92,9 +92,9 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
     else:
         bars_table = load_bars(config.bars, freq=config.freq)
-    if config.chain is not None:
-        spot = config.spot if config.spot is not None else None
-        chain = load_chain(config.chain, spot=spot)
+    if config.chain:
+        tables = [load_chain(path, spot=config.spot) for path in config.chain]
+        chain = pa.concat_tables(tables, promote_options="default")
     bars = _clip(bars_table.to_pandas(), config)
     if len(bars) < 2:
         raise DataError("fewer than two bars in the selected range",
