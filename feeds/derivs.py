@@ -1,0 +1,474 @@
+"""Loaders for derivatives data: funding, perpetual bars and OI, liquidations, futures.
+
+Every loader auto-detects the layout from the header, maps vendor columns to a
+canonical schema of :mod:`feeds.schema` and returns a validated ``pyarrow.Table``
+(via :func:`feeds.schema.conform`). Bad input raises :class:`DataError` naming the
+file, the 0-based data row, the column, what was expected and how to fix it; empty
+files, duplicate timestamps and timezone-naive timestamps are rejected.
+
+Layouts
+-------
+``load_funding`` (FUNDING: ``ts, rate_8h, interval_h``)
+    - daily aggregate ``date, funding_mean[, funding_abs]`` (mean of the day's 8-hourly
+      rates): a daily mean is only known once the day is over, so the row is stamped
+      at the **end** of the day (``date + 1 day``, 00:00 UTC) with ``interval_h = 24``;
+    - 8-hourly ``Date, FundingRate`` with ``Date`` as ``dd/mm/yy H:MM`` (UTC), any order;
+    - Binance API ``symbol, fundingTime, fundingRate[, markPrice]`` (epoch ms);
+    - Binance download ``calc_time, funding_interval_hours, last_funding_rate`` (epoch ms;
+      a rate per ``h``-hour interval becomes ``rate_8h = rate * 8 / h``, ``interval_h = h``);
+    - canonical ``ts, rate_8h[, interval_h]`` (CSV or Parquet, e.g. the simulator's).
+``load_perp`` (BARS)
+    Any bars layout of :func:`feeds.loaders.load_bars` (CryptoDataDownload perp klines).
+``load_open_interest`` (PERP_OI: ``ts, oi_btc[, oi_usd]``)
+    - Binance API ``symbol, sumOpenInterest, sumOpenInterestValue, timestamp`` (epoch ms);
+    - Binance download ``create_time, symbol, sum_open_interest, sum_open_interest_value``
+      (``create_time`` UTC, text or epoch);
+    - canonical ``ts, oi_btc[, oi_usd]``.
+``load_liquidations`` (LIQUIDATIONS: ``ts, side, price, size``)
+    - Binance ``forceOrder`` fields: ``symbol, side, price, quantity`` or ``origQty`` /
+      ``executedQty`` / ``averagePrice``, ``time`` (epoch ms); also the websocket short
+      names ``s, S, p, q, ap, z, T`` (optionally prefixed ``o.``). A ``SELL`` forced order
+      closes a **long**, ``BUY`` a short. Price: ``averagePrice`` when > 0, else
+      ``price``; size: ``executedQty`` when > 0, else ``quantity`` / ``origQty``;
+    - canonical ``ts, side ('long'/'short'), price, size`` (the simulator's events).
+``load_futures`` (FUTURES: ``ts, expiry, price, instrument``)
+    - canonical ``ts, expiry, price[, instrument]`` CSV or Parquet;
+    - any option chain :func:`feeds.loaders.load_chain` reads (OptionsDX EOD, Deribit API
+      dumps) whose ``underlying_index`` names a listed future (``BTC-25MAR22``; the
+      synthetic ``SYN.*`` forwards are skipped): one row per (snapshot, future) with the
+      **median** ``underlying_price`` of its rows (rows of one snapshot quote slightly
+      different prices), expiry from the name at 08:00 UTC.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from feeds.schema import FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, conform
+from indicators.errors import DataError
+
+PathLike = str | os.PathLike[str]
+
+__all__ = [
+    "load_funding",
+    "load_futures",
+    "load_liquidations",
+    "load_open_interest",
+    "load_perp",
+]
+
+_FUTURE_NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})$")
+_MONTHS = {m: i for i, m in enumerate(
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
+
+
+# --------------------------------------------------------------------------------------
+# reading helpers
+# --------------------------------------------------------------------------------------
+
+def _open_text(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
+        return fh.readline()
+
+
+def _read(path: PathLike) -> tuple[pd.DataFrame, str]:
+    p = Path(path)
+    src = str(p)
+    if not p.exists():
+        raise DataError("file not found", source=src, expected="an existing file",
+                        fix="check the path")
+    if p.suffix == ".parquet":
+        df = pd.read_parquet(p)
+    else:
+        try:
+            first = _open_text(p)
+        except OSError as exc:
+            raise DataError(f"cannot read: {exc}", source=src, expected="a CSV or Parquet file",
+                            fix="check the file") from exc
+        skip = 1 if first.lower().startswith("http") else 0
+        try:
+            df = pd.read_csv(p, skiprows=skip, skipinitialspace=True)
+        except pd.errors.EmptyDataError as exc:
+            raise DataError("empty file", source=src, expected="a header and data rows",
+                            fix="check the download") from exc
+        df.columns = [str(c).strip().strip("[] ") for c in df.columns]
+    if len(df) == 0:
+        raise DataError("no data rows", source=src, expected="at least one data row",
+                        fix="check the file is complete")
+    return df, src
+
+
+def _cols(df: pd.DataFrame) -> dict[str, str]:
+    """Lower-case name -> actual name."""
+    return {str(c).lower(): str(c) for c in df.columns}
+
+
+def _epoch_utc(col: pd.Series, name: str, src: str) -> pd.Series:
+    """Epoch numbers (unit from magnitude: s, ms, us) or ISO text -> UTC timestamps."""
+    num = pd.to_numeric(col, errors="coerce")
+    if num.notna().all():
+        v = num.to_numpy(dtype="float64")
+        mag = np.nanmedian(np.abs(v))
+        unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us"
+        return pd.Series(pd.to_datetime(v, unit=unit, utc=True), index=col.index)
+    return _text_utc(col, name, src, assume_utc=False)
+
+
+def _text_utc(col: pd.Series, name: str, src: str, *, assume_utc: bool,
+              fmt: str | None = None) -> pd.Series:
+    parsed = pd.to_datetime(col, errors="coerce", format=fmt or "mixed")
+    bad = (parsed.isna() & col.notna()).to_numpy() | col.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"cannot parse {col.iloc[i]!r} as a timestamp", source=src, row=i,
+                        column=name, expected=fmt or "a date/time", fix="repair the row")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return parsed.dt.tz_convert("UTC")
+    if not assume_utc:
+        raise DataError("timestamps are timezone-naive", source=src, column=name,
+                        expected="epoch numbers or ISO 8601 with a UTC offset",
+                        fix="add the offset (e.g. '+00:00') or convert to epoch ms")
+    return parsed.dt.tz_localize("UTC")
+
+
+def _canonical_ts(col: pd.Series, name: str, src: str) -> pd.Series:
+    """Timestamps of a canonical file: tz-aware, epoch numbers, or ISO text with offset."""
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        return col
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        raise DataError("timestamps are timezone-naive", source=src, column=name,
+                        expected="timezone-aware UTC timestamps",
+                        fix="localize them first, e.g. .dt.tz_localize('UTC')")
+    return _epoch_utc(col, name, src)
+
+
+def _number(df: pd.DataFrame, col: str, src: str) -> pd.Series:
+    num = pd.to_numeric(df[col], errors="coerce")
+    bad = (num.isna() & df[col].notna()).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"cannot parse {df[col].iloc[i]!r} as a number", source=src, row=i,
+                        column=col, expected="a decimal number", fix="repair or drop the row")
+    return num.astype("float64")
+
+
+def _reject_duplicates(ts: pd.Series, src: str, column: str, keys: pd.DataFrame | None = None,
+                       ) -> None:
+    frame = pd.DataFrame({"ts": ts.to_numpy()}) if keys is None else keys
+    dup = frame.duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise DataError(f"duplicate timestamp {ts.iloc[i]}", source=src, row=i, column=column,
+                        expected="one row per timestamp",
+                        fix="drop the duplicated rows (DataFrame.drop_duplicates)")
+
+
+def _unknown_layout(src: str, df: pd.DataFrame, what: str, layouts: str) -> DataError:
+    return DataError(f"unrecognised {what} layout (columns {list(df.columns)[:8]})", source=src,
+                     expected=layouts, fix="rename the columns to the canonical names")
+
+
+# --------------------------------------------------------------------------------------
+# funding
+# --------------------------------------------------------------------------------------
+
+def load_funding(path: PathLike) -> pa.Table:
+    """Load funding rates into the FUNDING schema (layouts in the module docstring).
+
+    Parameters
+    ----------
+    path
+        CSV (optionally ``.gz``) or Parquet file.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``ts`` (when the rate is known: funding time, or day end for daily means),
+        ``rate_8h`` (fraction per 8 h), ``interval_h`` (hours covered by the row);
+        sorted by ``ts``.
+
+    Raises
+    ------
+    DataError
+        Unknown layout, unparsable cell, empty file, duplicate or naive timestamps.
+    """
+    df, src = _read(path)
+    c = _cols(df)
+    if {"date", "funding_mean"} <= c.keys():
+        day = _text_utc(df[c["date"]].astype("string"), c["date"], src, assume_utc=True,
+                        fmt="%Y-%m-%d")
+        out = pd.DataFrame({"ts": day + pd.Timedelta(days=1),
+                            "rate_8h": _number(df, c["funding_mean"], src), "interval_h": 24.0})
+    elif {"date", "fundingrate"} <= c.keys():
+        ts = _text_utc(df[c["date"]].astype("string"), c["date"], src, assume_utc=True,
+                       fmt="%d/%m/%y %H:%M")
+        out = pd.DataFrame({"ts": ts, "rate_8h": _number(df, c["fundingrate"], src),
+                            "interval_h": 8.0})
+    elif {"fundingtime", "fundingrate"} <= c.keys():
+        out = pd.DataFrame({"ts": _epoch_utc(df[c["fundingtime"]], c["fundingtime"], src),
+                            "rate_8h": _number(df, c["fundingrate"], src), "interval_h": 8.0})
+    elif {"calc_time", "last_funding_rate"} <= c.keys():
+        hours = (_number(df, c["funding_interval_hours"], src)
+                 if "funding_interval_hours" in c else pd.Series(8.0, index=df.index))
+        bad = ~(hours > 0).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"funding interval {hours.iloc[i]!r} not positive", source=src,
+                            row=i, column="funding_interval_hours", expected="hours > 0",
+                            fix="repair the row")
+        rate = _number(df, c["last_funding_rate"], src)
+        out = pd.DataFrame({"ts": _epoch_utc(df[c["calc_time"]], c["calc_time"], src),
+                            "rate_8h": rate * 8.0 / hours, "interval_h": hours})
+    elif {"ts", "rate_8h"} <= c.keys():
+        out = pd.DataFrame({"ts": _canonical_ts(df[c["ts"]], c["ts"], src),
+                            "rate_8h": df[c["rate_8h"]],
+                            "interval_h": df[c["interval_h"]] if "interval_h" in c else 8.0})
+    else:
+        raise _unknown_layout(src, df, "funding", "date,funding_mean | Date,FundingRate | "
+                              "symbol,fundingTime,fundingRate | calc_time,"
+                              "funding_interval_hours,last_funding_rate | ts,rate_8h")
+    _reject_duplicates(out["ts"], src, "ts")
+    return conform(out, FUNDING, src)
+
+
+# --------------------------------------------------------------------------------------
+# perpetual bars and open interest
+# --------------------------------------------------------------------------------------
+
+def load_perp(path: PathLike, **kwargs: Any) -> pa.Table:
+    """Perpetual-futures bars (BARS): :func:`feeds.loaders.load_bars` on a perp file.
+
+    ``kwargs`` (``freq``, ``start``, ``end``, ``cache``) are passed through.
+    """
+    from feeds.loaders import load_bars
+
+    return load_bars(path, **kwargs)
+
+
+def load_open_interest(path: PathLike) -> pa.Table:
+    """Load perpetual open-interest history into PERP_OI (layouts in the module docstring).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``ts`` (measurement time), ``oi_btc`` (contracts in BTC), ``oi_usd`` when the
+        file has a value column; sorted by ``ts``.
+
+    Raises
+    ------
+    DataError
+        Unknown layout, unparsable cell, empty file, duplicate or naive timestamps.
+    """
+    df, src = _read(path)
+    c = _cols(df)
+    if {"sumopeninterest", "timestamp"} <= c.keys():
+        out = pd.DataFrame({"ts": _epoch_utc(df[c["timestamp"]], c["timestamp"], src),
+                            "oi_btc": _number(df, c["sumopeninterest"], src)})
+        if "sumopeninterestvalue" in c:
+            out["oi_usd"] = _number(df, c["sumopeninterestvalue"], src)
+    elif {"create_time", "sum_open_interest"} <= c.keys():
+        col = df[c["create_time"]]
+        num = pd.to_numeric(col, errors="coerce")
+        ts = (_epoch_utc(col, c["create_time"], src) if num.notna().all()
+              else _text_utc(col.astype("string"), c["create_time"], src, assume_utc=True))
+        out = pd.DataFrame({"ts": ts, "oi_btc": _number(df, c["sum_open_interest"], src)})
+        if "sum_open_interest_value" in c:
+            out["oi_usd"] = _number(df, c["sum_open_interest_value"], src)
+    elif "ts" in c and ({"oi_btc", "oi_usd"} & c.keys()):
+        out = pd.DataFrame({"ts": _canonical_ts(df[c["ts"]], c["ts"], src)})
+        out["oi_btc"] = df[c["oi_btc"]] if "oi_btc" in c else np.nan
+        if "oi_usd" in c:
+            out["oi_usd"] = df[c["oi_usd"]]
+    else:
+        raise _unknown_layout(src, df, "open-interest",
+                              "symbol,sumOpenInterest,sumOpenInterestValue,timestamp | "
+                              "create_time,symbol,sum_open_interest,... | ts,oi_btc[,oi_usd]")
+    _reject_duplicates(out["ts"], src, "ts")
+    return conform(out, PERP_OI, src)
+
+
+# --------------------------------------------------------------------------------------
+# liquidations
+# --------------------------------------------------------------------------------------
+
+_WS_NAMES = {"s": "symbol", "S": "side", "p": "price", "q": "quantity", "ap": "averagePrice",
+             "z": "executedQty", "T": "time"}
+
+
+def load_liquidations(path: PathLike) -> pa.Table:
+    """Load liquidation events into LIQUIDATIONS (layouts in the module docstring).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``ts, side`` ('long' = a long position was force-closed by a sell), ``price``
+        (USD), ``size`` (BTC); sorted by ``ts`` (several events may share a stamp).
+
+    Raises
+    ------
+    DataError
+        Unknown layout or side, unparsable cell, empty file, naive timestamps.
+    """
+    df, src = _read(path)
+    df = df.rename(columns=lambda x: str(x)[2:] if str(x).startswith("o.") else x)
+    if {"S", "p", "T"} <= set(df.columns):
+        df = df.rename(columns=_WS_NAMES)
+    c = _cols(df)
+    if {"side", "time"} <= c.keys() and ({"price", "averageprice"} & c.keys()):
+        side_raw = df[c["side"]].astype("string").str.strip().str.upper()
+        side = side_raw.map({"SELL": "long", "BUY": "short"})
+        _check_side(side, side_raw, src, c["side"], "SELL or BUY")
+        price = _first_positive(df, c, ("averageprice", "price"), src)
+        size = _first_positive(df, c, ("executedqty", "quantity", "origqty", "qty"), src)
+        out = pd.DataFrame({"ts": _epoch_utc(df[c["time"]], c["time"], src), "side": side,
+                            "price": price, "size": size})
+    elif {"ts", "side", "price", "size"} <= c.keys():
+        side_raw = df[c["side"]].astype("string").str.strip().str.lower()
+        _check_side(side_raw.where(side_raw.isin(["long", "short"])), side_raw, src, c["side"],
+                    "'long' or 'short'")
+        out = pd.DataFrame({"ts": _canonical_ts(df[c["ts"]], c["ts"], src), "side": side_raw,
+                            "price": df[c["price"]], "size": df[c["size"]]})
+    else:
+        raise _unknown_layout(src, df, "liquidation",
+                              "symbol,side,price,quantity,time (Binance forceOrder) | "
+                              "ts,side,price,size")
+    return conform(out, LIQUIDATIONS, src)
+
+
+def _check_side(side: pd.Series, raw: pd.Series, src: str, column: str, expected: str) -> None:
+    bad = side.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"side {raw.iloc[i]!r} not understood", source=src, row=i,
+                        column=column, expected=expected, fix="repair or drop the row")
+
+
+def _first_positive(df: pd.DataFrame, c: dict[str, str], names: Sequence[str],
+                    src: str) -> pd.Series:
+    result: pd.Series | None = None
+    for name in names:
+        if name not in c:
+            continue
+        vals = _number(df, c[name], src)
+        result = vals if result is None else result.where(result > 0, vals)
+    if result is None:
+        raise DataError(f"none of the columns {list(names)} present", source=src,
+                        expected=f"one of {list(names)}", fix="check the layout")
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# dated futures
+# --------------------------------------------------------------------------------------
+
+def future_expiry(name: str) -> pd.Timestamp | None:
+    """Expiry (08:00 UTC) of a listed Deribit future name like ``BTC-25MAR22``; else None."""
+    m = _FUTURE_NAME.match(str(name))
+    if not m or m.group(3) not in _MONTHS:
+        return None
+    day, mon, yy = int(m.group(2)), _MONTHS[m.group(3)], int(m.group(4))
+    try:
+        return pd.Timestamp(year=2000 + yy, month=mon, day=day, hour=8, tz="UTC")
+    except ValueError:
+        return None
+
+
+def load_futures(path: PathLike | Sequence[PathLike]) -> pa.Table:
+    """Load dated-futures prices into FUTURES (layouts in the module docstring).
+
+    Parameters
+    ----------
+    path
+        One file, or several (e.g. monthly OptionsDX files), concatenated.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``ts, expiry, price, instrument`` sorted by ``ts, expiry``; one row per
+        (snapshot, expiry).
+
+    Raises
+    ------
+    DataError
+        Unknown layout, no listed-future rows, duplicate (ts, expiry) in a canonical
+        file, unparsable cells, naive timestamps.
+    """
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not paths:
+        raise DataError("no futures file given", expected="at least one path", fix="pass a file")
+    frames = [_futures_one(p) for p in paths]
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    src = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
+    keys = out[["ts", "expiry"]]
+    _reject_duplicates(out["ts"], src, "ts", keys=keys)
+    return conform(out, FUTURES, src)
+
+
+def _futures_one(path: PathLike) -> pd.DataFrame:
+    p = Path(path)
+    src = str(p)
+    if p.suffix == ".parquet":
+        head_cols = set(pd.read_parquet(p).columns) if p.exists() else set()
+    else:
+        head_cols = set(_header(p))
+    if {"ts", "expiry", "price"} <= {c.lower() for c in head_cols}:
+        df, src = _read(p)
+        c = _cols(df)
+        out = pd.DataFrame({"ts": df[c["ts"]], "expiry": df[c["expiry"]],
+                            "price": df[c["price"]]})
+        for col in ("ts", "expiry"):
+            out[col] = _canonical_ts(out[col], c[col], src)
+        if "instrument" in c:
+            out["instrument"] = df[c["instrument"]].astype("string")
+        _reject_duplicates(out["ts"], src, "ts", keys=out[["ts", "expiry"]])
+        return out
+    return _futures_from_chain(p)
+
+
+def _header(p: Path) -> list[str]:
+    if not p.exists():
+        raise DataError("file not found", source=str(p), expected="an existing file",
+                        fix="check the path")
+    line = _open_text(p)
+    if line.lower().startswith("http"):
+        return []
+    return [s.strip().strip("[] ") for s in line.strip().split(",")]
+
+
+def _futures_from_chain(p: Path) -> pd.DataFrame:
+    from feeds.loaders import load_chain
+
+    src = str(p)
+    chain = load_chain(p).to_pandas()
+    if "underlying_index" not in chain.columns:
+        raise DataError("the chain has no 'underlying_index' column", source=src,
+                        column="underlying_index",
+                        expected="rows naming their forward (e.g. 'BTC-25MAR22')",
+                        fix="use an OptionsDX or Deribit API file, or a ts,expiry,price file")
+    names = chain["underlying_index"].astype("string")
+    uniq = names.dropna().unique()
+    expiries = {n: future_expiry(n) for n in uniq}
+    listed = names.isin([n for n, e in expiries.items() if e is not None])
+    rows = chain.loc[listed.fillna(False).to_numpy(dtype=bool)]
+    if rows.empty:
+        raise DataError("no listed-future rows (only synthetic SYN.* forwards)", source=src,
+                        column="underlying_index", expected="names like 'BTC-25MAR22'",
+                        fix="pick a file whose expiries include listed futures")
+    med = (rows.groupby(["ts", "underlying_index"], sort=True)["underlying_price"].median()
+           .reset_index())
+    med["expiry"] = pd.to_datetime(
+        med["underlying_index"].map(lambda n: expiries[n]), utc=True).astype(
+        "datetime64[us, UTC]")
+    return pd.DataFrame({"ts": med["ts"], "expiry": med["expiry"],
+                         "price": med["underlying_price"],
+                         "instrument": med["underlying_index"].astype("string")})
