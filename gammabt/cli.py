@@ -17,7 +17,8 @@ from rich.table import Table
 
 from indicators.errors import ConfigError, GammabtError
 
-console = Console(highlight=False)
+# Rich wraps to 80 columns when stdout is not a terminal; tables need more room.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False)
 
 DEMO_SCENARIO = "gamma_squeeze_down"
