@@ -1,0 +1,234 @@
+"""Point-in-time (as-of) joins on integer microsecond timestamps, numpy only.
+
+The one rule (``DOMAIN.md`` section 2): a value stamped ``t`` may be used by a bar
+only if ``t <= bar close``; a value older than a configurable limit is *stale* and
+becomes NaN instead of being carried forward for ever.
+
+All times here are ``int64`` microseconds since the Unix epoch, UTC (the canonical
+``timestamp[us, UTC]`` unit). :func:`to_epoch_us` converts numpy ``datetime64`` arrays
+of any unit explicitly; pandas/pyarrow columns are converted by the caller (see
+:func:`feeds.btfeed.epoch_us`), because pandas 3 stores microseconds and a bare
+``astype("int64")`` would silently change meaning with the unit.
+
+Functions
+---------
+asof_indices   index of the value in force at each bar close (``-1`` = none or stale)
+asof_take      gather values by those indices, NaN where the index is ``-1``
+exact_indices  index of the stamp equal to each key (``-1`` = absent)
+group_offsets  CSR offsets of a table sorted by stamp (one group per stamp)
+modal_spacing  the most frequent positive step of a sorted time axis
+to_epoch_us    numpy ``datetime64``/integer array -> ``int64`` microseconds
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from indicators.errors import ConfigError, InputError
+
+IntArray = npt.NDArray[np.int64]
+IndexArray = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
+
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+
+
+def to_epoch_us(values: npt.ArrayLike, *, name: str = "timestamps") -> IntArray:
+    """Return ``values`` as ``int64`` microseconds since 1970-01-01 UTC.
+
+    Parameters
+    ----------
+    values
+        A numpy ``datetime64`` array of any unit (read as UTC: numpy has no time
+        zones) or an integer array already in microseconds.
+    name
+        Used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64``, same shape. Sub-microsecond parts are truncated toward minus
+        infinity (floor), as numpy's unit conversion does.
+
+    Raises
+    ------
+    InputError
+        For ``NaT``, floating point or other non-time input.
+    """
+    arr = np.asarray(values)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        if np.isnat(arr).any():
+            i = int(np.flatnonzero(np.isnat(arr).ravel())[0])
+            raise InputError("missing timestamp (NaT)", row=i, column=name,
+                             expected="a timestamp in every row", fix="drop or repair the row")
+        return arr.astype("datetime64[us]").view(np.int64)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64, copy=False)
+    raise InputError(f"unsupported dtype {arr.dtype}", column=name,
+                     expected="datetime64 values or int64 microseconds since the epoch",
+                     fix="convert the column to UTC timestamps first")
+
+
+def asof_indices(bar_close_us: npt.ArrayLike, stamp_us: npt.ArrayLike,
+                 max_staleness_us: int) -> IndexArray:
+    """Index of the latest stamp at or before each bar close, ``-1`` if none or stale.
+
+    Formula::
+
+        j(i) = max{ k : stamp[k] <= close[i] }            (searchsorted side='right' - 1)
+        idx(i) = j(i)   if j(i) exists and close[i] - stamp[j(i)] <= max_staleness
+               = -1     otherwise
+
+    Parameters
+    ----------
+    bar_close_us
+        Bar close times, ``int64`` microseconds (or ``datetime64``). Need not be sorted.
+    stamp_us
+        Times at which each value became known, same unit. Need not be sorted: the
+        returned indices point into ``stamp_us`` as given. Among equal stamps the
+        *last* in input order wins (a later revision of the same snapshot).
+    max_staleness_us
+        Largest allowed age ``close - stamp`` in microseconds (``>= 0``). A value is
+        usable while its age is ``<= max_staleness_us``; older means NaN, never a
+        forward fill for ever.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``intp`` array shaped like ``bar_close_us``; ``-1`` where no value is in force.
+
+    Raises
+    ------
+    ConfigError
+        If ``max_staleness_us`` is negative.
+
+    Examples
+    --------
+    >>> asof_indices([10, 20, 30], [10, 21], max_staleness_us=15)
+    array([ 0,  0, 1])
+    """
+    if max_staleness_us < 0:
+        raise ConfigError(f"max_staleness {max_staleness_us!r} us is negative",
+                          column="max_staleness", expected="a duration >= 0",
+                          fix="pass e.g. '26h'")
+    closes = to_epoch_us(bar_close_us, name="bar close")
+    stamps = to_epoch_us(stamp_us, name="stamp").ravel()
+    if stamps.size == 0:
+        return np.full(closes.shape, -1, dtype=np.intp)
+    order: IndexArray | None = None
+    if stamps.size > 1 and bool(np.any(stamps[1:] < stamps[:-1])):
+        order = np.argsort(stamps, kind="stable")
+        stamps = stamps[order]
+    pos = np.searchsorted(stamps, closes, side="right") - 1
+    found = pos >= 0
+    age = closes - stamps[np.where(found, pos, 0)]
+    ok = found & (age <= max_staleness_us)
+    idx = pos if order is None else order[np.where(found, pos, 0)]
+    return np.where(ok, idx, -1).astype(np.intp, copy=False)
+
+
+def exact_indices(key_us: npt.ArrayLike, stamp_us: npt.ArrayLike) -> IndexArray:
+    """Index of the stamp equal to each key, ``-1`` where there is none.
+
+    For per-bar inputs that are already point-in-time and carry the bar's own
+    ``ts`` (e.g. liquidation lines): no as-of carry-over, a missing row stays missing.
+
+    Parameters
+    ----------
+    key_us
+        Keys to look up (e.g. bar open times), ``int64`` microseconds.
+    stamp_us
+        Sorted, unique stamps of the table, ``int64`` microseconds.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``intp`` array shaped like ``key_us``.
+    """
+    keys = to_epoch_us(key_us, name="key")
+    stamps = to_epoch_us(stamp_us, name="stamp").ravel()
+    if stamps.size == 0:
+        return np.full(keys.shape, -1, dtype=np.intp)
+    pos = np.searchsorted(stamps, keys, side="left")
+    hit = pos < stamps.size
+    hit[hit] = stamps[pos[hit]] == keys[hit]
+    return np.where(hit, pos, -1).astype(np.intp, copy=False)
+
+
+def asof_take(values: npt.ArrayLike, idx: IndexArray) -> FloatArray:
+    """Gather ``values[idx]`` as ``float64``, NaN where ``idx == -1``.
+
+    Parameters
+    ----------
+    values
+        Numeric array; gathered along its first axis.
+    idx
+        Indices from :func:`asof_indices` (``-1`` = no value in force).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``idx.shape + values.shape[1:]``, ``float64``. NaN in ``values`` stays NaN.
+    """
+    vals = np.asarray(values, dtype=np.float64)
+    idx = np.asarray(idx)
+    out = np.full(idx.shape + vals.shape[1:], np.nan, dtype=np.float64)
+    have = idx >= 0
+    if have.any():
+        out[have] = vals[idx[have]]
+    return out
+
+
+def group_offsets(stamp_us: npt.ArrayLike) -> tuple[IntArray, IntArray]:
+    """CSR layout of rows sorted by stamp: one group per distinct stamp.
+
+    Parameters
+    ----------
+    stamp_us
+        Non-decreasing ``int64`` microseconds, one per row.
+
+    Returns
+    -------
+    (stamps, offsets)
+        ``stamps`` the distinct stamps (sorted); rows of group ``k`` are
+        ``offsets[k]:offsets[k + 1]``; ``len(offsets) == len(stamps) + 1``.
+
+    Raises
+    ------
+    InputError
+        If the stamps decrease somewhere (sort the table by stamp first).
+    """
+    stamps = to_epoch_us(stamp_us, name="stamp").ravel()
+    if stamps.size > 1 and bool(np.any(stamps[1:] < stamps[:-1])):
+        i = int(np.flatnonzero(stamps[1:] < stamps[:-1])[0]) + 1
+        raise InputError("timestamps not sorted", row=i, column="ts",
+                         expected="rows sorted by ts", fix="sort by ts (stable) first")
+    if stamps.size == 0:
+        return stamps.copy(), np.zeros(1, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
+    offsets = np.r_[starts, stamps.size].astype(np.int64)
+    return stamps[starts], offsets
+
+
+def modal_spacing(ts_us: npt.ArrayLike) -> int:
+    """Most frequent positive step of a time axis, in microseconds.
+
+    Ties go to the smaller step. Gaps (missing bars) therefore do not change the
+    answer as long as regular steps dominate.
+
+    Raises
+    ------
+    InputError
+        With fewer than two distinct times (no spacing to infer).
+    """
+    ts = to_epoch_us(ts_us, name="ts").ravel()
+    steps = np.diff(ts)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise InputError("cannot infer the bar spacing from fewer than two bars",
+                         column="ts", expected="at least two distinct bar times",
+                         fix="pass bar_freq explicitly (e.g. '1h')")
+    vals, counts = np.unique(steps, return_counts=True)
+    return int(vals[np.argmax(counts)])
