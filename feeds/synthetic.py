@@ -120,7 +120,7 @@ OI are stamped at the bar open ``ts`` and describe that instant; a chain snapsho
 
 Performance: the step loop is Python over time, numpy over the ~n_options/2 option
 pairs and the level grid; a year of hourly bars with 800-option hourly chains takes
-about 12-16 s (``python -m bench simulator``).
+about 11 s and 1.4 GB peak memory here (``python -m bench simulator``).
 """
 
 from __future__ import annotations

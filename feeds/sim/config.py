@@ -275,6 +275,12 @@ def _validate(p: dict[str, Any], source: str) -> None:
             raise ConfigError(f"invalid value for '{key}'", source=source, column=key,
                               expected=expected, fix=fix)
 
+    for section, table in p.items():
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if "halflife" in key or key.endswith("_days") and key != "min_days":
+                    need(value > 0, f"{section}.{key}", "> 0", "use a positive duration")
+    need(-1 < p["etf"]["ar1"] < 1, "etf.ar1", "in (-1, 1)", "e.g. 0.4")
     need(p["sim"]["spot0"] > 0, "sim.spot0", "> 0", "use a positive price")
     need(p["sim"]["step_minutes"] > 0, "sim.step_minutes", "> 0", "e.g. 10")
     need(p["sim"]["book_interval_minutes"] > 0, "sim.book_interval_minutes", "> 0", "e.g. 60")

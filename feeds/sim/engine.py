@@ -119,8 +119,9 @@ def _etf_per_step(p: dict[str, Any], grid: Grid, rng: np.random.Generator,
     t = grid.start_us + step * np.arange(grid.n_steps, dtype=np.int64)
     day_idx = (t - grid.start_us) // US_PER_DAY
     n_days = int(day_idx[-1]) + 1
+    # one draw per day, in order: a longer run extends a shorter one (prefix-stable)
     eps = rng.standard_normal(n_days) * e["vol_usd_day"] * math.sqrt(1 - e["ar1"] ** 2)
-    eps[0] = rng.standard_normal() * e["vol_usd_day"]
+    eps[0] /= math.sqrt(1 - e["ar1"] ** 2)  # stationary start
     daily = lfilter([1.0], [1.0, -e["ar1"]], eps) + e["mean_usd_day"]
     for sh in e["shocks"]:
         d0 = int(math.floor(sh["day"]))
@@ -171,7 +172,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     phi_a = math.exp(-LN2 * step_us / (mk["activity_halflife_hours"] * US_PER_HOUR))
     av = mk["activity_vol"]
     eps_a = r_act.standard_normal(n) * av * math.sqrt(1 - phi_a ** 2)
-    eps_a[0] = r_act.standard_normal() * av
+    eps_a[0] /= math.sqrt(1 - phi_a ** 2)  # stationary start
     activity = np.exp(lfilter([1.0], [1.0, -phi_a], eps_a) - 0.5 * av * av)
     etf_daily, etf_usd = _etf_per_step(p, grid, r_etf)
     z_prem = r_prem.standard_normal(n)

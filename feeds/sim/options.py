@@ -122,13 +122,17 @@ class OptionBook:
         if self._w_norm is None:
             self._w_norm = float(weights.sum())
         have = set(np.unique(self.exp_us).tolist())
-        added = 0
-        for e, w, td in zip(exps, weights, tenor_days, strict=True):
-            if e in have:
-                continue
-            n = max(5, round(self.n_pairs_target * w / self._w_norm))
-            self._append(strike_grid(spot, td / 365.0, n, o["iv_base"]), e)
-            added += 1
+        new = [i for i, e in enumerate(exps) if e not in have]
+        if not new:
+            return 0
+        # strike counts follow a tenor template, scaled so the book stays near n_options
+        template = self.n_pairs_target * weights[new] / self._w_norm
+        budget = self.n_pairs_target - len(self.K)
+        scale = min(max(budget / template.sum(), 0.5), 1.5) if len(self.K) else 1.0
+        for i, n_k in zip(new, template * scale, strict=True):
+            grid = strike_grid(spot, tenor_days[i] / 365.0, max(5, round(n_k)), o["iv_base"])
+            self._append(grid, exps[i])
+        added = len(new)
         if added:
             self._sort()
             self._derive()

@@ -288,6 +288,14 @@ def test_same_seed_same_tables_different_seed_differs():
     assert not a.chain.equals(c.chain)
 
 
+def test_a_longer_run_extends_a_shorter_one():
+    short = simulate("gamma_squeeze_down", days=1, seed=9, n_options=60, chain_freq="6h")
+    long_ = simulate("gamma_squeeze_down", days=2, seed=9, n_options=60, chain_freq="6h")
+    for name in ("bars", "dealer_gamma", "perp_oi"):
+        table = getattr(short, name)
+        assert getattr(long_, name).slice(0, table.num_rows).equals(table), name
+
+
 def test_write_is_atomic_refuses_to_overwrite_and_round_trips(tmp_path, calm_3d):
     out = calm_3d.write(tmp_path / "m")
     names = {p.name for p in out.iterdir()}
