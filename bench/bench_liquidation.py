@@ -56,6 +56,10 @@ def main() -> dict[str, float]:
     sizes = [len(m.frame(int(i))) for i in picks]
     t_frame = (time.perf_counter() - t0) / len(picks)
     kept = m.nbytes
+    t0 = time.perf_counter()
+    for i in range(N_BARS):
+        m.arrays(i)
+    t_walk = (time.perf_counter() - t0) / N_BARS
     figures = {
         "bars": float(N_BARS),
         "map_oi_s": t_oi,
@@ -63,6 +67,7 @@ def main() -> dict[str, float]:
         "target_s": TARGET_S,
         "bars_per_s": N_BARS / t_oi,
         "frame_ms": t_frame * 1e3,
+        "walk_us_per_bar": t_walk * 1e6,
         "grid_buckets": float(len(m.grid)),
         "mean_levels_per_bar": float(np.mean(sizes)),
         "state_mb": kept / 1e6,
@@ -72,7 +77,8 @@ def main() -> dict[str, float]:
         ("map + lines, OI mode (1y hourly)", f"{t_oi:.3f} s", f"target <= {TARGET_S:.0f} s"),
         ("map + lines, volume mode", f"{t_vol:.3f} s", ""),
         ("throughput (OI mode)", f"{N_BARS / t_oi:,.0f} bars/s", ""),
-        ("lazy frame(i), mean of 200", f"{t_frame * 1e3:.2f} ms", ""),
+        ("lazy frame(i), random bar, mean of 200", f"{t_frame * 1e3:.2f} ms", ""),
+        ("arrays(i) walking forward (a backtest)", f"{t_walk * 1e6:.0f} us/bar", ""),
         ("price buckets (0.25%)", f"{len(m.grid)}", ""),
         ("non-empty levels per bar", f"{np.mean(sizes):.0f}", ""),
         ("memory kept (checkpoints)", f"{kept / 1e6:.1f} MB",

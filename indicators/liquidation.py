@@ -34,7 +34,10 @@ pin them against a slow loop implementation, :func:`liq_map_reference`):
    the next bar on; ``"typical"`` = (high + low + close) / 3 is the alternative).
    Size: the OI increase in BTC (``max(0, OI_t - OI_{t-1})``); without OI, a
    ``participation`` fraction of the bar's volume (default 10%: the share of traded
-   volume assumed to open new leveraged positions, a heuristic to calibrate).
+   volume assumed to open new leveraged positions, a heuristic to calibrate). With
+   ``oi_turnover=True`` (OI mode) the opening is ``max(participation * volume, OI
+   increase)`` and ``opened - OI change`` counts as closed in step 2, so the map turns
+   over while OI is flat (OI only shows the net of opening and closing).
 4. **Long / short split.** Each new contract is counted once and attributed to the
    leveraged side: ``split="even"`` gives half to longs, half to shorts;
    ``split="direction"`` gives longs ``0.5 + direction_tilt * sign(close - open)``
@@ -48,10 +51,15 @@ pin them against a slow loop implementation, :func:`liq_map_reference`):
    +inf (1x linear long, 1x inverse short) can never be liquidated and are left out.
 
 State is kept as BTC size per bucket; outputs are USD = size * bucket price (the value
-of the forced orders at that level). A **cluster** is a bucket whose USD is at least
-``max(min_cluster_usd, min(cluster_mult * mean USD of that side's non-empty buckets,
-largest bucket of that side))``: scale-free (default 2: twice the average
-concentration), and the side's largest bucket always qualifies.
+of the forced orders at that level). A **cluster** is a bucket that stands out from its
+neighbourhood: its USD is at least ``cluster_mult`` (default 2) times the mean USD per
+bucket over the ``2h + 1`` buckets centred on it (``h`` buckets = ``cluster_window_frac``,
+default +/- 2% of price; empty buckets count as 0), and at least ``min_cluster_usd``.
+A local rule, because levels far from the price pile up (low leverage, rarely reached)
+while the levels near it are thin but are the ones that get hit; a threshold on the
+side's average would only ever flag the far piles (measured on the simulator: it does
+worse than random levels, the local rule two to three times better, see
+:func:`cluster_hit_rate`).
 
 Per-bar lines (after bar ``t``, relative to its close; one row per bar, same order):
 ``liq_below`` / ``liq_below_usd`` the nearest long cluster strictly below the close and
@@ -65,7 +73,7 @@ Memory: the full map is never materialised per bar (a year of hourly bars on a
 ~1,500-bucket grid would be ~200 MB). :class:`LiqMap` keeps dense checkpoints every
 ``checkpoint_every`` bars plus the per-bar step inputs and replays at most
 ``checkpoint_every - 1`` steps to serve :meth:`LiqMap.frame` (bit-identical to the
-forward pass).
+forward pass); walking forward bar by bar (a backtest) costs one step per bar.
 """
 
 from __future__ import annotations
@@ -238,14 +246,20 @@ class LiqMapParams:
         In [0, 0.5]; only used with ``split='direction'``.
     participation
         Volume mode only: fraction of bar volume (BTC) opening new leveraged positions.
+    oi_turnover
+        OI mode only: also use volume for the *gross* opening, ``max(participation *
+        volume, OI increase)``, and treat ``opened - OI change`` as closed (retired
+        proportionally, net of liquidations), so the map turns over even when OI is flat.
     volume_half_life
         Volume mode only: half-life (pandas Timedelta string) of the exponential decay
         that stands for voluntary closing; None disables it.
     bucket_frac
         Width of the logarithmic price buckets (0.0025 = 0.25%).
     cluster_mult
-        A bucket is a cluster when it holds at least this multiple of the mean USD of its
-        side's non-empty buckets (or is the side's largest bucket)...
+        A bucket is a cluster when it holds at least this multiple of the mean USD per
+        bucket within ``+/- cluster_window_frac`` of it...
+    cluster_window_frac
+        ...(half-width of that neighbourhood, fraction of price)...
     min_cluster_usd
         ...and at least this many USD.
     within_frac
@@ -262,9 +276,11 @@ class LiqMapParams:
     split: Split = "even"
     direction_tilt: float = 0.2
     participation: float = 0.1
+    oi_turnover: bool = False
     volume_half_life: str | None = "7D"
     bucket_frac: float = 0.0025
     cluster_mult: float = 2.0
+    cluster_window_frac: float = 0.02
     min_cluster_usd: float = 0.0
     within_frac: float = 0.02
     checkpoint_every: int = 64
@@ -295,6 +311,7 @@ class LiqMapParams:
             ("participation", 0 < self.participation <= 1, "in (0, 1]"),
             ("bucket_frac", 0 < self.bucket_frac <= 0.1, "in (0, 0.1]"),
             ("cluster_mult", self.cluster_mult >= 0, ">= 0"),
+            ("cluster_window_frac", 0 < self.cluster_window_frac < 1, "in (0, 1)"),
             ("min_cluster_usd", self.min_cluster_usd >= 0, ">= 0"),
             ("within_frac", 0 < self.within_frac < 1, "in (0, 1)"),
             ("checkpoint_every", int(self.checkpoint_every) >= 1, ">= 1"),
@@ -384,7 +401,7 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
     df = _frame(bars)
     src = "bars"
     need = ["ts", "high", "low", "close"] + (["open"] if p.split == "direction" else []) + (
-        ["volume"] if oi is None else [])
+        ["volume"] if oi is None or p.oi_turnover else [])
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}", source=src,
@@ -474,15 +491,14 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
         delta = np.where(same | np.isnan(level) | np.isnan(prev), 0.0, level - prev)
         new_size = np.maximum(delta, 0.0)
         oi_drop = np.maximum(-delta, 0.0)
+        if p.oi_turnover:
+            vol = _volume(arr, src)
+            # gross opening from volume; whatever exceeds the net OI change was closed
+            new_size = np.maximum(p.participation * vol, new_size)
+            oi_drop = new_size - delta
         oi_prev = prev
     else:
-        vol = arr["volume"]
-        bad = ~(np.isfinite(vol) & (vol >= 0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"bad volume {vol[i]!r}", source=src, row=i, column="volume",
-                            expected="a finite volume >= 0", fix="repair or drop the bar")
-        new_size = p.participation * vol
+        new_size = p.participation * _volume(arr, src)
         if p.volume_half_life is not None:
             hl_us = pd.Timedelta(p.volume_half_life).value / 1000
             decay = float(0.5 ** (freq_us / hl_us))
@@ -491,6 +507,16 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
                    new_size=new_size, oi_prev=oi_prev, oi_drop=oi_drop, observed=observed,
                    realized_long_usd=rl, realized_short_usd=rs, decay=decay,
                    has_oi=has_oi, has_events=has_events)
+
+
+def _volume(arr: dict[str, np.ndarray], src: str) -> np.ndarray:
+    vol = arr["volume"]
+    bad = ~(np.isfinite(vol) & (vol >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"bad volume {vol[i]!r}", source=src, row=i, column="volume",
+                        expected="a finite volume >= 0", fix="repair or drop the bar")
+    return vol
 
 
 def _entries_and_shares(x: _Inputs, p: LiqMapParams) -> tuple[np.ndarray, np.ndarray]:
@@ -551,6 +577,7 @@ class LiqMap:
     _add_long_sz: np.ndarray = field(repr=False)
     _add_short_k: np.ndarray = field(repr=False)
     _add_short_sz: np.ndarray = field(repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -563,25 +590,38 @@ class LiqMap:
                   self._add_short_k, self._add_short_sz)
         return int(sum(a.nbytes for a in arrays))
 
-    def sizes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Dense BTC size per bucket (long, short) alive after bar ``i`` (copies)."""
+    def _state(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        # Replays from the nearest checkpoint, or from the last state served when that
+        # is closer (a backtest walks forward one bar at a time: one step per call).
         n = len(self.lines)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"bar {i} out of range for {n} bars")
         every = self.params.checkpoint_every
-        c = i // every
-        long_ = self._ckpt_long[c].copy()
-        short = self._ckpt_short[c].copy()
-        for t in range(c * every + 1, i + 1):
+        start = (i // every) * every
+        cached = self._cache.get("i", -1)
+        if start <= cached <= i:
+            long_, short = self._cache["long"].copy(), self._cache["short"].copy()
+            first = cached + 1
+        else:
+            long_ = self._ckpt_long[i // every].copy()
+            short = self._ckpt_short[i // every].copy()
+            first = start + 1
+        for t in range(first, i + 1):
             _step(long_, short, t, self._cut_long[t], self._cut_short[t], self._scale[t],
                   self._add_long_k, self._add_long_sz, self._add_short_k, self._add_short_sz)
+        self._cache.update(i=i, long=long_, short=short)
         return long_, short
+
+    def sizes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dense BTC size per bucket (long, short) alive after bar ``i`` (copies)."""
+        long_, short = self._state(i)
+        return long_.copy(), short.copy()
 
     def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(price, long_usd, short_usd)`` of the non-empty buckets after bar ``i``."""
-        long_, short = self.sizes(i)
+        long_, short = self._state(i)
         nz = (long_ > 0) | (short > 0)
         g = self.grid[nz]
         return g, long_[nz] * g, short[nz] * g
@@ -619,9 +659,22 @@ def _step(long_: np.ndarray, short: np.ndarray, t: int, cut_long: int, cut_short
     np.add.at(short, ask[t], ass[t])
 
 
-def _threshold(total: float, n_nonempty: int, largest: float, p: LiqMapParams) -> float:
-    """USD a bucket needs to count as a cluster (module docstring)."""
-    return max(p.min_cluster_usd, min(p.cluster_mult * total / max(n_nonempty, 1), largest))
+def _half_window(p: LiqMapParams) -> int:
+    """Buckets on each side of the cluster neighbourhood."""
+    return max(1, round(math.log1p(p.cluster_window_frac) / math.log1p(p.bucket_frac)))
+
+
+def _cluster_mask(usd: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int,
+                  p: LiqMapParams) -> np.ndarray:
+    """Buckets of a dense USD array that are clusters (module docstring)."""
+    c = np.concatenate(([0.0], np.cumsum(usd)))
+    local = (c[hi] - c[lo]) / width
+    return (usd > 0) & (usd >= p.cluster_mult * local) & (usd >= p.min_cluster_usd)
+
+
+def _window_bounds(n: int, half: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(n)
+    return np.maximum(idx - half, 0), np.minimum(idx + half + 1, n)
 
 
 def _bucket(price: np.ndarray, log_step: float) -> np.ndarray:
@@ -716,6 +769,9 @@ def estimate_liq_map(
     long_ = np.zeros(n_grid)
     short = np.zeros(n_grid)
     has_oi = x.has_oi
+    half = _half_window(p)
+    width = 2 * half + 1
+    win_lo, win_hi = _window_bounds(n_grid, half)
     for t in range(n):
         cl, cs = cut_long[t], cut_short[t]
         consumed = 0.0
@@ -733,18 +789,14 @@ def estimate_liq_map(
         tot_s = float(su.sum())
         kc = k_close[t]
         if tot_l > 0:
-            thr = _threshold(tot_l, np.count_nonzero(lu), float(lu.max()), p)
-            seg = lu[:kc]
-            hit = np.flatnonzero((seg >= thr) & (seg > 0))
+            hit = np.flatnonzero(_cluster_mask(lu, win_lo, win_hi, width, p)[:kc])
             if hit.size:
                 k = hit[-1]
                 out[t, 0] = grid[k]
                 out[t, 1] = lu[k]
         if tot_s > 0:
-            thr = _threshold(tot_s, np.count_nonzero(su), float(su.max()), p)
             ka = k_above[t]
-            seg = su[ka:]
-            hit = np.flatnonzero((seg >= thr) & (seg > 0))
+            hit = np.flatnonzero(_cluster_mask(su, win_lo, win_hi, width, p)[ka:])
             if hit.size:
                 k = ka + hit[0]
                 out[t, 2] = grid[k]
@@ -791,6 +843,7 @@ def liq_map_reference(
     entry, share = _entries_and_shares(x, p)
     long_: dict[int, float] = {}
     short: dict[int, float] = {}
+    half = _half_window(p)
     rows = []
     maps = []
 
@@ -824,10 +877,8 @@ def liq_map_reference(
         usd_s = {k: v * price_of(k) for k, v in short.items() if v > 0}
         tot_l, tot_s = sum(usd_l.values()), sum(usd_s.values())
         c = x.close[t]
-        thr_l = _threshold(tot_l, len(usd_l), max(usd_l.values(), default=0.0), p)
-        thr_s = _threshold(tot_s, len(usd_s), max(usd_s.values(), default=0.0), p)
-        below = [k for k, v in usd_l.items() if price_of(k) < c and v >= thr_l]
-        above = [k for k, v in usd_s.items() if price_of(k) > c and v >= thr_s]
+        below = [k for k in _reference_clusters(usd_l, half, p) if price_of(k) < c]
+        above = [k for k in _reference_clusters(usd_s, half, p) if price_of(k) > c]
         kb = max(below) if below and tot_l > 0 else None
         ka = min(above) if above and tot_s > 0 else None
         lo, hi = c * (1 - p.within_frac), c * (1 + p.within_frac)
@@ -851,21 +902,28 @@ def liq_map_reference(
     return lines, maps
 
 
+def _reference_clusters(usd: dict[int, float], half: int, p: LiqMapParams) -> list[int]:
+    out = []
+    for k, v in usd.items():
+        local = sum(usd.get(j, 0.0) for j in range(k - half, k + half + 1)) / (2 * half + 1)
+        if v > 0 and v >= p.cluster_mult * local and v >= p.min_cluster_usd:
+            out.append(k)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # validation against known liquidations
 # --------------------------------------------------------------------------------------
 
 def clusters_at(m: LiqMap, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Cluster prices (long, short) of the map alive after bar ``i``, ascending, USD."""
-    price, lu, su = m.arrays(i)
+    long_, short = m._state(i)
+    half = _half_window(m.params)
+    lo, hi = _window_bounds(len(m.grid), half)
     out = []
-    for usd in (lu, su):
-        nz = usd > 0
-        if not nz.any():
-            out.append(np.zeros(0))
-            continue
-        thr = _threshold(float(usd.sum()), int(nz.sum()), float(usd.max()), m.params)
-        out.append(price[nz & (usd >= thr)])
+    for size in (long_, short):
+        usd = size * m.grid
+        out.append(m.grid[_cluster_mask(usd, lo, hi, 2 * half + 1, m.params)])
     return out[0], out[1]
 
 

@@ -11,6 +11,8 @@ import pytest
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import (
     LiqMapParams,
+    cluster_hit_rate,
+    clusters_at,
     estimate_liq_map,
     liq_map_reference,
     liquidation_price,
@@ -287,3 +289,79 @@ def test_bad_bars_and_params() -> None:
         LiqMapParams(split="directon")
     with pytest.raises(IndexError):
         estimate_liq_map(bars, oi=oi).frame(20)
+
+
+def test_lazy_access_order_does_not_matter() -> None:
+    bars, oi, _ = _random_market(seed=12, n=120)
+    walk = estimate_liq_map(bars, oi=oi, checkpoint_every=16)
+    jump = estimate_liq_map(bars, oi=oi, checkpoint_every=16)
+    forward = [walk.arrays(i) for i in range(120)]
+    order = np.random.default_rng(4).permutation(120)
+    for i in order:
+        for a, b in zip(jump.arrays(int(i)), forward[int(i)], strict=True):
+            np.testing.assert_array_equal(a, b)
+    long_, _ = walk.sizes(50)
+    long_[:] = -1.0  # a copy: the map is unchanged
+    np.testing.assert_array_equal(walk.arrays(50)[1], forward[50][1])
+
+
+def test_clusters_stand_out_from_their_neighbourhood() -> None:
+    # a steady climb leaves an even band of 10x levels (one per bucket or so): no bucket
+    # stands out; one bar with ten times the new OI makes the only cluster on each side
+    n = 41
+    close = 100 * 1.003 ** np.arange(n)  # a little more than one 0.25% bucket per bar
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    bars = _bars(list(zip(open_, close * 1.001, np.minimum(open_, close) * 0.999, close,
+                          strict=True)))
+    oi = 1000 + 10 * np.arange(n) + np.where(np.arange(n) >= 20, 90, 0)
+    # levels ~1.2 buckets apart: an interior level holds ~1.2x its neighbourhood's mean
+    # (+/- 8 buckets), the band's top edge ~2.2x, the spike ~7x; 2.5 separates them
+    m = estimate_liq_map(bars, oi=_oi(bars, list(oi)), leverage_mix={10: 1.0},
+                         cluster_mult=2.5)
+    f = m.frame(n - 1)
+    assert (f["long_usd"] > 0).sum() == n - 1  # one bucket per bar: an even band
+    ln = m.lines
+    assert np.isnan(ln.loc[19, "liq_below"]) and np.isnan(ln.loc[19, "liq_above"])
+    spike_long = liquidation_price(close[20], 10, "long")
+    spike_short = liquidation_price(close[20], 10, "short")
+    longs, shorts = clusters_at(m, n - 1)
+    assert longs == pytest.approx([spike_long], rel=0.0013)
+    assert shorts == pytest.approx([spike_short], rel=0.0013)
+    for t in (20, 30, n - 1):
+        assert ln.loc[t, "liq_below"] == pytest.approx(spike_long, rel=0.0013)
+        assert ln.loc[t, "liq_below_usd"] == pytest.approx(50 * spike_long, rel=0.0013)
+        assert ln.loc[t, "liq_above"] == pytest.approx(spike_short, rel=0.0013)
+    # a stricter multiple removes it, a looser one flags the whole band
+    assert estimate_liq_map(bars, oi=_oi(bars, list(oi)), leverage_mix={10: 1.0},
+                            cluster_mult=20.0).lines["liq_below"].isna().all()
+    loose = estimate_liq_map(bars, oi=_oi(bars, list(oi)), leverage_mix={10: 1.0},
+                             cluster_mult=0.5).lines
+    assert loose.loc[19, "liq_below"] == pytest.approx(
+        liquidation_price(close[19], 10, "long"), rel=0.0013)
+
+
+def test_oi_turnover_opens_from_volume_and_retires_the_rest() -> None:
+    bars = _bars([(100, 101, 99, 100)] * 3, volume=100.0)
+    m = estimate_liq_map(bars, oi=_oi(bars, [1000, 1000, 1000]), oi_turnover=True,
+                         participation=0.1, **ONE_10X)
+    # flat OI: 10 BTC opened per bar and as much closed, 1% of OI, pro rata
+    assert m.lines.loc[0, "long_usd"] == pytest.approx(5 * LONG_10X, rel=1e-5)
+    assert m.lines.loc[1, "long_usd"] == pytest.approx((5 * 0.99 + 5) * LONG_10X, rel=1e-5)
+    plain = estimate_liq_map(bars, oi=_oi(bars, [1000, 1000, 1000]), **ONE_10X)
+    assert (plain.lines["long_usd"] == 0).all()
+
+
+def test_cluster_hit_rate_by_hand() -> None:
+    bars = _bars([(100, 101, 99, 100), (100, 101, 99, 100), (100, 101, 89, 95)])
+    m = estimate_liq_map(bars, oi=_oi(bars, [1000, 1010, 1010]), **ONE_10X)
+    ts = bars["ts"][2] + pd.Timedelta("20min")
+    events = pd.DataFrame({"ts": [ts, ts, ts], "side": ["long", "long", "short"],
+                           "price": [LONG_10X * 1.001, 95.05, 101.0], "size": [2.0, 1.0, 1.0]})
+    r = cluster_hit_rate(m, events, tol_frac=0.005)
+    usd = np.array([2 * LONG_10X * 1.001, 95.05, 101.0])
+    # hit: the long near 90.45; miss: the long at 95.05 and the short at 101 (no short
+    # cluster that close); one evenly spread long level sits at sqrt(90.45 * 100) = 95.1
+    assert r["n_events"] == 3
+    assert r["hit_rate"] == pytest.approx(usd[0] / usd.sum())
+    assert r["uniform_baseline"] == pytest.approx(usd[1] / usd.sum())
+    assert r["mean_clusters"] == 1.0
