@@ -27,7 +27,8 @@ class GammaStrategy(bt.Strategy):
             self.rejected["margin"] += 1
         elif order.status == order.Rejected:
             self.rejected["rejected"] += 1
-        if order is self.pending:
+        # the broker notifies with clones of the order: compare references, not identity
+        if self.pending is not None and order.ref == self.pending.ref:
             self.pending = None
 
     def direction(self) -> int:
