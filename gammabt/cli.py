@@ -147,6 +147,16 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
               help="Bars used to complete a chain without an underlying column.")
 @click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `gammabt simulate` (bars, chain and the rest).")
+@click.option("--funding", type=click.Path(exists=True, path_type=Path),
+              help="Perp funding rates (8-hourly or daily) -> funding_ann line.")
+@click.option("--futures", type=click.Path(exists=True, path_type=Path),
+              help="Dated futures prices (ts, expiry, price; or an OptionsDX chain file).")
+@click.option("--perp", type=click.Path(exists=True, path_type=Path),
+              help="Perp bars: their volume drives the liquidation map when no OI is given.")
+@click.option("--oi", type=click.Path(exists=True, path_type=Path),
+              help="Perp open-interest history -> liquidation map.")
+@click.option("--liquidations", type=click.Path(exists=True, path_type=Path),
+              help="Observed liquidation events (Binance forceOrder layout).")
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
               help="A TOML run config; command-line options override it.")
 @click.option("--param", "params", multiple=True, metavar="K=V",
@@ -228,6 +238,68 @@ def simulate(scenario: str, days: int, freq: str, seed: int, out: Path,
     console.print(f"Scenario {market.scenario!r}, seed {market.seed}: "
                   f"{market.bars.num_rows} bars, {market.chain.num_rows} option rows, "
                   f"{market.liquidations.num_rows} liquidations -> {out}")
+
+
+@cli.command()
+@click.option("--futures", required=True, multiple=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="Futures prices (ts, expiry, price) or OptionsDX chain files; repeatable.")
+@click.option("--spot", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Spot bars; spot at t = close of the last bar closed at or before t.")
+@click.option("--tenors", default="30,60,90,120", show_default=True,
+              help="Constant-maturity tenors in days.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the table (.parquet or .csv).")
+def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) -> None:
+    """Annualized futures basis per snapshot and expiry, plus constant maturities."""
+    from feeds.derivs import load_futures
+    from feeds.loaders import load_bars
+    from indicators.basis import basis_table, constant_maturity
+
+    try:
+        days = tuple(float(t) for t in tenors.split(","))
+    except ValueError:
+        raise ConfigError(f"--tenors {tenors!r} is not a list of numbers", column="tenors",
+                          expected="comma-separated days like 30,60,90",
+                          fix="e.g. --tenors 30,90") from None
+    paths = list(futures)
+    table = basis_table(load_futures(paths if len(paths) > 1 else paths[0]), load_bars(spot))
+    curve = constant_maturity(table, tenors=days)
+    merged = table.merge(curve, on="ts", how="left")
+    cols = ["ts", "expiry", "dte_days", "future", "spot", "basis_ann"]
+    _frame_table(merged[cols], "Annualized basis per listed expiry")
+    _frame_table(curve, "Constant-maturity basis (linear interpolation, no extrapolation)")
+    if out is not None:
+        _write_table(merged, out)
+
+
+@cli.command()
+@click.option("--bars", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--oi", type=click.Path(exists=True, path_type=Path),
+              help="Open-interest history (else volume is used).")
+@click.option("--liquidations", type=click.Path(exists=True, path_type=Path),
+              help="Observed liquidation events: they replace the estimate where present.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the per-bar lines (.parquet or .csv).")
+@click.option("--map-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the full per-bar map (ts, price, long_usd, short_usd).")
+def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None,
+        map_out: Path | None) -> None:
+    """Estimated liquidation levels per bar: nearest clusters below/above and the map."""
+    from feeds.derivs import load_liquidations, load_open_interest
+    from feeds.loaders import load_bars
+    from indicators.liquidation import estimate_liq_map
+
+    liq_map = estimate_liq_map(load_bars(bars),
+                               oi=None if oi is None else load_open_interest(oi),
+                               liquidations=None if liquidations is None
+                               else load_liquidations(liquidations))
+    cols = ["ts", "liq_below", "liq_below_usd", "liq_above", "liq_above_usd", "liq_usd_within"]
+    _frame_table(liq_map.lines[cols], "Liquidation clusters (USD at risk)")
+    if out is not None:
+        _write_table(liq_map.lines, out)
+    if map_out is not None:
+        _write_table(liq_map.to_frame(), map_out)
 
 
 @cli.command()

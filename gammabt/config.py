@@ -55,6 +55,7 @@ class RunConfig:
     slippage_bps: float = 2.0
     percent: float = 95.0
     max_staleness: str = "26h"
+    zscore_window: int = 30
     dealer: Dealer = "long_calls_short_puts"
     runonce: bool = True
     preload: bool = True

@@ -18,12 +18,21 @@ import pandas as pd
 import pyarrow as pa
 
 from feeds.btfeed import GammaFeed
+from feeds.derivs import (
+    load_funding,
+    load_futures,
+    load_liquidations,
+    load_open_interest,
+    load_perp,
+)
 from feeds.loaders import bar_freq, load_bars, load_chain
 from gammabt.analyzers import EquityCurve, OrderLog, TradeLog
 from gammabt.config import RunConfig, file_sha256
 from gammabt.report import compute_metrics
 from indicators import gamma
+from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import DataError
+from indicators.liquidation import LiqMap, estimate_liq_map
 from strategies.registry import get_strategy
 from strategies.sizing import FractionalCommission, PercentOfEquity
 
@@ -40,7 +49,7 @@ class MarketInputs:
     strikes: pd.DataFrame | None = None
     extra: pd.DataFrame | None = None
     liq_lines: pd.DataFrame | None = None
-    liq_map: pd.DataFrame | None = None
+    liq_map: LiqMap | None = None
     input_hashes: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -79,22 +88,30 @@ def package_versions() -> dict[str, str]:
 
 
 def load_inputs(config: RunConfig) -> MarketInputs:
-    """Read the config's input files into canonical tables and gamma analytics."""
+    """Read the config's input files into canonical tables and the feed's analytics."""
     hashes = {role: file_sha256(path) for role, path in config.inputs().items()}
     notes: list[str] = []
-    chain: pa.Table | None = None
+    tables: dict[str, pa.Table | None] = dict.fromkeys(
+        ("chain", "funding", "futures", "perp", "oi", "liquidations"))
     if config.market is not None:
         from feeds.synthetic import load_market
 
         market = load_market(config.market)
         bars_table = market.bars
-        chain = market.chain
+        tables.update(chain=market.chain, funding=market.funding, futures=market.futures,
+                      oi=market.perp_oi, liquidations=market.liquidations)
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
     else:
         bars_table = load_bars(config.bars, freq=config.freq)
     if config.chain:
-        tables = [load_chain(path, spot=config.spot) for path in config.chain]
-        chain = pa.concat_tables(tables, promote_options="default")
+        parts = [load_chain(path, spot=config.spot) for path in config.chain]
+        tables["chain"] = pa.concat_tables(parts, promote_options="default")
+    loaders = {"funding": load_funding, "futures": load_futures, "perp": load_perp,
+               "oi": load_open_interest, "liquidations": load_liquidations}
+    for role, loader in loaders.items():
+        path = getattr(config, role)
+        if path is not None:
+            tables[role] = loader(path)
     bars = _clip(bars_table.to_pandas(), config)
     if len(bars) < 2:
         raise DataError("fewer than two bars in the selected range",
@@ -102,16 +119,66 @@ def load_inputs(config: RunConfig) -> MarketInputs:
                         expected="at least two bars between --from and --to",
                         fix="widen the date range or check the bars file")
     summary = strikes = None
+    chain = tables["chain"]
     if chain is not None:
         summary = gamma.summarize(chain, dealer=config.dealer)
         strikes = gamma.strike_gex(chain, dealer=config.dealer)
-        n_snap = len(summary)
-        notes.append(f"{n_snap} chain snapshots, spot source: "
+        notes.append(f"{len(summary)} chain snapshots, spot source: "
                      f"{', '.join(sorted(summary['spot_source'].unique()))}")
     else:
         notes.append("no option chain given: gamma lines are NaN")
-    return MarketInputs(bars=bars, summary=summary, strikes=strikes,
+    extra = basis_funding_lines(bars, futures=tables["futures"], funding=tables["funding"],
+                                zscore_window=config.zscore_window)
+    liq_map = None
+    if any(tables[k] is not None for k in ("oi", "liquidations", "perp")):
+        liq_bars = bars if tables["perp"] is None else _with_volume_of(bars, tables["perp"])
+        liq_map = estimate_liq_map(liq_bars, oi=tables["oi"], liquidations=tables["liquidations"])
+        source = "open interest" if tables["oi"] is not None else "volume"
+        notes.append(f"liquidation map estimated from {source}"
+                     + (" with observed liquidations" if tables["liquidations"] is not None
+                        else ""))
+    return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
+                        liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
                         input_hashes=hashes, notes=tuple(notes))
+
+
+def basis_funding_lines(bars: pd.DataFrame, *, futures: pa.Table | None,
+                        funding: pa.Table | None, zscore_window: int = 30,
+                        ) -> pd.DataFrame | None:
+    """The feed's ``basis_ann, basis_z, funding_ann`` inputs, each at its own stamps.
+
+    ``basis_ann`` is the 30-day constant-maturity annualized basis; where the listed
+    expiries do not bracket 30 days it falls back to the nearest listed expiry with at
+    least 7 days left (annualizing a few days' premium mostly amplifies noise).
+    ``basis_z`` is its rolling z-score over the previous ``zscore_window`` observations
+    (point in time: it never uses later values). ``funding_ann`` is the funding APR.
+    """
+    frames = []
+    if futures is not None:
+        table = basis_table(futures, bars)
+        cm = constant_maturity(table, tenors=(30,)).set_index("ts")["basis_ann_30d"]
+        usable = table[(table["dte_days"] >= 7) & table["basis_ann"].notna()]
+        front = usable.sort_values(["ts", "dte_days"]).groupby("ts")["basis_ann"].first()
+        basis = cm.combine_first(front).dropna().sort_index()
+        frames.append(pd.DataFrame({"ts": basis.index, "basis_ann": basis.to_numpy(),
+                                    "basis_z": rolling_zscore(basis, zscore_window).to_numpy()}))
+    if funding is not None:
+        fund = funding.to_pandas()
+        frames.append(pd.DataFrame({"ts": fund["ts"], "funding_ann": funding_apr(fund["rate_8h"])}))
+    if not frames:
+        return None
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.merge(frame, on="ts", how="outer")
+    return out.sort_values("ts", ignore_index=True)
+
+
+def _with_volume_of(bars: pd.DataFrame, perp: pa.Table) -> pd.DataFrame:
+    """Spot bars carrying the perp's volume (leverage lives on the perp), 0 where missing."""
+    volume = perp.to_pandas().set_index("ts")["volume"]
+    out = bars.copy()
+    out["volume"] = volume.reindex(bars["ts"]).fillna(0.0).to_numpy()
+    return out
 
 
 def _clip(bars: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
