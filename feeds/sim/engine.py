@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
 
-from feeds.sim.calendar import US_PER_DAY, US_PER_YEAR, from_us, listed_expiries, to_us
+from feeds.sim.calendar import US_PER_DAY, US_PER_YEAR, listed_expiries, to_us
 from feeds.sim.options import OptionBook
 from feeds.sim.perps import LeverageBook
 from indicators.errors import ConfigError
@@ -23,7 +24,6 @@ from indicators.errors import ConfigError
 US_PER_MINUTE = 60_000_000
 US_PER_HOUR = 60 * US_PER_MINUTE
 LN2 = math.log(2.0)
-_DEBUG = False
 EXPIRY_OFFSET = 8 * US_PER_HOUR  # options and futures expire at 08:00 UTC
 
 #: Per-step flow components recorded (BTC, + = market buying), in this order.
@@ -186,7 +186,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     for cl in op["clusters"]:
         clusters_at.setdefault(step_of(cl["day"]), []).append(cl)
     shocks = sorted(p["shocks"], key=lambda s: s["day"])
-    shock_start = {step_of(s["day"]): s for s in shocks}
+    shock_start: dict[int, list[dict[str, Any]]] = {}
+    for sh in shocks:
+        shock_start.setdefault(step_of(sh["day"]), []).append(sh)
 
     # ---- agents
     S = p["sim"]["spot0"]
@@ -206,14 +208,16 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         _open_stack(lev, st, S, lev_mix, lev_w)
     # warm start of the organic leveraged book: its steady state under hold_halflife
     hold_rate = LN2 / (pp["hold_halflife_days"] * US_PER_DAY / step_us)
-    warm = pp["open_btc_day"] / steps_per_day / hold_rate
+    warm = pp["open_btc_day"] * dt_days / hold_rate
     # entries spread like the recent path: normal in log price, sd = vol * sqrt(hold time)
     spread = iv_base * math.sqrt(pp["hold_halflife_days"] / 365.0)
-    for zq in np.linspace(-2.0, 2.0, 41):
-        w_q = math.exp(-0.5 * zq * zq)
-        price = S * math.exp(spread * zq)
-        lev.open(price, warm * w_q / 24.06 * pp["long_share"], "long", lev_mix, lev_w)
-        lev.open(price, warm * w_q / 24.06 * (1 - pp["long_share"]), "short", lev_mix, lev_w)
+    zq = np.linspace(-2.0, 2.0, 41)
+    w_q = np.exp(-0.5 * zq * zq)
+    w_q /= w_q.sum()
+    for z_i, w_i in zip(zq, w_q, strict=True):
+        price = S * math.exp(spread * z_i)
+        lev.open(price, warm * w_i * pp["long_share"], "long", lev_mix, lev_w)
+        lev.open(price, warm * w_i * (1 - pp["long_share"]), "short", lev_mix, lev_w)
     lev.trigger(math.log(S), math.log(S), math.log(S) - 1, math.log(S) + 1)  # drop crossed
     lev.resync()
 
@@ -279,12 +283,12 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     raw = Raw(grid, spot_path, ln_hi, ln_lo, prem_path, flows, volume, perp_volume, bar,
               etf_daily_usd=etf_daily)
 
-    bg_vol = mk["background_volume_btc_day"] / steps_per_day
+    bg_vol = mk["background_volume_btc_day"] * dt_days
     sig_info = mk["info_vol"] * sq_dt
     sig_flow = mk["noise_flow_vol"] * sq_dt
     drift = mk["drift"] * dt
     r_cap = mk["max_step_return"]
-    open_step = pp["open_btc_day"] / steps_per_day
+    open_step = pp["open_btc_day"] * dt_days
     long_share, mom_beta = pp["long_share"], pp["momentum_beta"]
     hold_frac = 1 - math.exp(-hold_rate)
     imb_beta = pp["premium_imbalance"]
@@ -331,6 +335,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         # 2. customers trade options with dealers; dealers hedge the change in delta
         traded = False
         D_before = D
+        q_delever = 0.0
         if k > 0 and k % book_every == 0:
             dd_hist[dd_n] = S
             dd_n += 1
@@ -342,16 +347,15 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             for cl in clusters_at[k]:
                 book.add_cluster(t, S, cl)
             traded = True
-        if k in shock_start:
-            sh = shock_start[k]
+        for sh in shock_start.get(k, ()):
             n_h = max(1, round(sh["hours"] * US_PER_HOUR / step_us))
             active.append((k, k + n_h, sh, B))
             health *= 1.0 - sh["depth_hit"]
             iv_shock += sh["iv_jump"]
             other *= 1.0 - sh["other_oi_frac"]
-            if sh["perp_deleverage_frac"] > 0:
+            if sh["perp_deleverage_frac"] > 0:  # margin calls: closed at market now
                 cl_long, cl_short = lev.close_fraction(sh["perp_deleverage_frac"])
-                flows[6, k] += cl_short - cl_long
+                q_delever += cl_short - cl_long
             if sh["put_buy_btc"] > 0:
                 book.add_puts(t, S, sh["put_moneyness"], sh["put_buy_btc"])
                 traded = True
@@ -418,7 +422,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         lev.open_mix(lnS, n_long, n_short)
         c_long, c_short = lev.close_fraction(hold_frac)
         q_perp = n_long - n_short - c_long + c_short
-        q_shock = 0.0
+        q_shock = q_delever
         q_basis = basis_pending
         forced = False
         if active:
@@ -506,14 +510,12 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         flows[3, k] = q_liq
         flows[4, k] = q_perp
         flows[5, k] = q_basis
-        flows[6, k] += q_shock
+        flows[6, k] = q_shock
         flows[7, k] = q_book
         volume[k] = (bg_vol + abs(q_noise) + abs(q_etf) + abs(q_dealer_pre + h_lin)
                      + abs(q_basis) + abs(q_shock))
         perp_volume[k] = (pp["background_volume_ratio"] * bg_vol + n_long + n_short + c_long
                           + c_short + abs(q_liq))
-        if abs(r) > 0.02 and _DEBUG:
-            print(k, t, S, r, m, q_noise, q_etf, q_liq, q_perp, q_basis, q_dealer_pre, book_flow, resid, G * S / L)
         S, lnS, D, G = S1, lnS1, D1, G1
         if k % 1000 == 999:
             lev.resync()
@@ -540,8 +542,6 @@ def _open_stack(lev: LeverageBook, st: dict[str, Any], spot0: float, mix: np.nda
 
 def start_us_of(text: str) -> int:
     """Parse ``sim.start`` (ISO 8601 with offset) into UTC microseconds."""
-    from datetime import datetime
-
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -552,4 +552,4 @@ def start_us_of(text: str) -> int:
         raise ConfigError(f"sim.start = {text!r} has no time zone", source="scenario",
                           column="sim.start", expected="a UTC offset ('Z' or '+00:00')",
                           fix="append Z")
-    return to_us(dt.astimezone(from_us(0).tzinfo))
+    return to_us(dt.astimezone(UTC))
