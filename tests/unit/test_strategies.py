@@ -1,0 +1,109 @@
+"""Strategies and the run wiring on hand-made bars and gamma lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gammabt.config import RunConfig
+from gammabt.run import MarketInputs, daily_returns, run
+
+
+def make_bars(n: int = 240, seed: int = 11, drift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 40_000 * np.exp(np.cumsum(rng.normal(drift, 0.01, n)))
+    open_ = np.r_[40_000, close[:-1]]
+    spread = np.abs(rng.normal(0, 0.003, n)) * close
+    return pd.DataFrame({
+        "ts": pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC").as_unit("us"),
+        "open": open_, "high": np.maximum(open_, close) + spread,
+        "low": np.minimum(open_, close) - spread, "close": close, "volume": 1.0})
+
+
+def make_summary(bars: pd.DataFrame, regime: float, flip_mult: float) -> pd.DataFrame:
+    """One snapshot per bar, stamped at the bar's open (known before it closes)."""
+    close = bars["close"].to_numpy()
+    return pd.DataFrame({"ts": bars["ts"], "spot": close, "gex": regime * 1e8,
+                         "gamma_flip": close * flip_mult, "call_wall": close * 1.2,
+                         "put_wall": close * 0.8, "regime": regime, "n_contracts": 100})
+
+
+def config(**kw) -> RunConfig:
+    return RunConfig(bars="unused.csv", **kw)
+
+
+def test_short_gamma_momentum_trades_open_and_close():
+    bars = make_bars()
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    result = run(config(params=(("max_hold", 6),)), inputs)
+    trades = result.trades
+    assert len(trades) >= 5, "positions must be closed, not held forever"
+    assert (trades["bars"] <= 6 + 1).all()
+    assert result.metrics["n_rejected"] == 0
+
+
+def test_no_gamma_snapshot_means_no_trades():
+    bars = make_bars()
+    result = run(config(), MarketInputs(bars=bars))
+    assert result.metrics["n_orders"] == 0
+    assert result.equity["value"].eq(100_000.0).all()
+
+
+def test_long_only_never_shorts():
+    bars = make_bars(seed=5, drift=-0.002)
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    result = run(config(params=(("allow_short", False),)), inputs)
+    assert (result.equity["position"] >= -1e-12).all()
+    assert not (result.trades["side"] == "short").any()
+
+
+def test_oversized_orders_are_counted_as_rejected():
+    bars = make_bars()
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    result = run(config(percent=250.0), inputs)
+    assert result.metrics["n_rejected"] > 0
+    assert result.metrics["n_rejected"] == int((result.orders["status"] == "margin").sum())
+
+
+def test_buy_and_hold_equity_is_cash_plus_position():
+    bars = make_bars()
+    result = run(config(strategy="buy_and_hold", commission_bps=0, slippage_bps=0,
+                        percent=50.0), MarketInputs(bars=bars))
+    orders = result.orders
+    assert len(orders) == 1 and orders["status"].iloc[0] == "completed"
+    size, price = orders["filled"].iloc[0], orders["price"].iloc[0]
+    assert price == pytest.approx(bars["open"].iloc[1])  # fills at the next bar's open
+    expected = 100_000 - size * price + size * bars["close"].iloc[-1]
+    assert result.equity["value"].iloc[-1] == pytest.approx(expected, rel=1e-12)
+    assert size == pytest.approx(100_000 * 0.5 / bars["close"].iloc[0])  # fractional BTC
+
+
+def test_commission_and_slippage_cost_money():
+    bars = make_bars()
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    free = run(config(commission_bps=0, slippage_bps=0), inputs)
+    costly = run(config(commission_bps=10, slippage_bps=5), inputs)
+    assert costly.metrics["final_value"] < free.metrics["final_value"]
+    assert costly.orders["commission"].sum() > 0 == free.orders["commission"].sum()
+
+
+@pytest.mark.parametrize("runonce,preload", [(False, True), (False, False), (True, False)])
+def test_run_modes_give_identical_results(runonce, preload):
+    bars = make_bars()
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    base = run(config(), inputs)
+    other = run(config(runonce=runonce, preload=preload), inputs)
+    pd.testing.assert_frame_equal(base.equity, other.equity)
+    pd.testing.assert_frame_equal(base.trades, other.trades)
+
+
+def test_daily_returns_compound_to_final_value():
+    bars = make_bars(n=24 * 7)
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    result = run(config(), inputs)
+    assert (1 + result.returns).prod() * 100_000 == pytest.approx(
+        result.equity["value"].iloc[-1], rel=1e-12)
+    assert len(result.returns) == len(result.benchmark)
+    again = daily_returns(result.equity, 100_000.0)
+    pd.testing.assert_series_equal(again, result.returns)
