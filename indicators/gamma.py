@@ -62,11 +62,22 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 _REQUIRED = ("ts", "expiry", "strike", "right", "open_interest", "mark_iv",
              "underlying_price")
 _SOURCE = "<chain>"
-# A row whose standardized distance |d1(x)| stays above this over a search interval
-# contributes at most exp(-CUT^2 / 2) ~ 1e-11 of its own peak there: far below the
-# float32 resolution (6e-8) of the coarse sign grid. Pruning is used only to locate
-# sign changes; GEX at spot, walls and vanna always use every row in float64.
-_PRUNE_D = 7.0
+# A row whose standardized distance |d1(x)| stays above the cut over a search interval
+# contributes at most exp(-cut^2 / 2) of its own peak there: ~6e-13 for the float32
+# sign grid (below float32 resolution and 160x below the sign floor), ~5e-32 for the
+# float64 refinement. Pruning only serves the flip search; GEX at spot, walls and
+# vanna always use every row.
+_PRUNE_GRID = 7.5
+_PRUNE_REFINE = 12.0
+# The profile's sign at a grid point counts only where |profile| > _SIGN_FLOOR * x *
+# capacity, capacity = sum_i |a_i| (the gross GEX the snapshot would show with every
+# row at the money, an upper bound of |profile| / x): underflow and the ~1e-30 tails
+# of regions without any strike (1e-10 of ~1e9 USD is cents) are not crossings. A
+# float32 grid value whose magnitude is within _F32_DOUBT of the local gross
+# sum_i |a_i| e_i is recomputed in float64 before its sign is used (float32 errors
+# stay far below that fraction).
+_SIGN_FLOOR = 1e-10
+_F32_DOUBT = 1e-3
 _CHUNK_ELEMENTS = 1 << 18  # rows x grid points per evaluated block (~1 MB in float32)
 _BLOCK_ROWS = 1 << 17  # rows per block of whole snapshots processed together
 _BANDS = (0.05, 0.1, 0.2, 0.3)  # nested |S'/S - 1| bands of the flip search, then the span
@@ -192,7 +203,6 @@ class _Rows:
 
 @dataclass(frozen=True)
 class _Block:
-    first: int  # global index of the block's first snapshot
     n_snap: int
     spot: FloatArray
     spot_is_index: npt.NDArray[np.bool_]
@@ -230,12 +240,14 @@ def _utc_us(col: pd.Series, name: str) -> npt.NDArray[np.int64]:
             col = col.astype(pd.DatetimeTZDtype("us", "UTC"))
         dtype = col.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        values = col.array.as_unit("us")
-        if values.isna().any():
-            row = int(np.flatnonzero(values.isna())[0])
+        values = col.array if dtype.unit == "us" else col.array.as_unit("us")
+        us = values.asi8  # UTC epoch, whatever the display time zone
+        missing = us == np.iinfo(np.int64).min  # NaT
+        if missing.any():
+            row = int(np.flatnonzero(missing)[0])
             raise DataError("missing timestamp", source=_SOURCE, row=row, column=name,
                             expected="a timestamp in every row", fix="drop or repair the row")
-        return values.asi8
+        return us
     if pd.api.types.is_datetime64_any_dtype(dtype):
         raise DataError("timestamps are timezone-naive", source=_SOURCE, column=name,
                         expected="timezone-aware UTC timestamps",
@@ -397,6 +409,7 @@ def _block(inp: _Inputs, s0: int, s1: int) -> _Block:
         valid = ((T > 0) & (oi > 0) & (iv > 0) & (F > 0) & (K > 0) & np.isfinite(F)
                  & np.isfinite(K) & np.isfinite(weight) & (weight != 0))
     keep = np.flatnonzero(valid)
+    keep = keep[_sign_partition(snap_all[keep], weight[keep] < 0)]  # see _grid_sums
     F, K, T, iv, w = F[keep], K[keep], T[keep], iv[keep], weight[keep]
     d1, s = _d1(F, K, T, iv)
     pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
@@ -405,7 +418,7 @@ def _block(inp: _Inputs, s0: int, s1: int) -> _Block:
     rows = _Rows(snap=snap_all[keep], pos=pos, strike=K, is_call=is_call[keep],
                  gex=base * pdf, vanna=-0.01 * w * F * pdf * (d1 - s) / iv,
                  a=base * _INV_SQRT_2PI, d=d1 / np.sqrt(2.0), k=1.0 / (np.sqrt(2.0) * s))
-    return _Block(first=s0, n_snap=nb, spot=spot, spot_is_index=spot_is_index, rows=rows)
+    return _Block(n_snap=nb, spot=spot, spot_is_index=spot_is_index, rows=rows)
 
 
 def _ts_index(ts_us: npt.NDArray[np.int64]) -> pd.Series:
@@ -548,27 +561,40 @@ def _ranges(starts: npt.NDArray[np.intp], counts: npt.NDArray[np.intp]) -> npt.N
 
 
 def _keep_near(d: FloatArray, k: FloatArray, u_lo: FloatArray | float,
-               u_hi: FloatArray | float) -> npt.NDArray[np.bool_]:
-    """Rows whose |d1(u)| gets below the pruning cut somewhere on [u_lo, u_hi]."""
-    cut = _PRUNE_D / np.sqrt(2.0)
+               u_hi: FloatArray | float, cut_d1: float) -> npt.NDArray[np.bool_]:
+    """Rows whose |d1(u)| gets below ``cut_d1`` somewhere on [u_lo, u_hi]."""
+    cut = cut_d1 / np.sqrt(2.0)
     return (d + k * u_lo < cut) & (d + k * u_hi > -cut)  # d + k u increases with u
 
 
 def _grid_sums(d: FloatArray, k: FloatArray, a: FloatArray, seg: npt.NDArray[np.intp],
-               n_seg: int, u: FloatArray, dtype: type = np.float32) -> FloatArray:
-    """``sum_i a_i exp(-(d_i + k_i u_j)^2)`` per segment id, rows sorted by ``seg``.
+               n_seg: int, u: FloatArray, dtype: type = np.float32,
+               ) -> tuple[FloatArray, FloatArray]:
+    """Profile sums ``g = sum_i a_i e_i`` and local gross ``sum_i |a_i| e_i`` per segment,
+    ``e_i = exp(-(d_i + k_i u_j)^2)``; rows sorted by ``seg``, and within a segment the
+    rows with ``a >= 0`` before those with ``a < 0`` (see :func:`_sign_partition`).
 
     Works on blocks of whole segments laid out (grid point, row) so that every numpy
-    inner loop runs over contiguous rows. ``float32`` (the default) is for locating
-    sign changes only. Returns float64, shape (n_seg, len(u)); empty segments give 0.
+    inner loop runs over contiguous rows, summing the positive and the negative rows of
+    a segment as two runs. ``float32`` (the default) only serves
+    to locate sign changes. Returns two float64 arrays (n_seg, len(u)); empty segments
+    give 0.
     """
-    out = np.zeros((n_seg, u.size))
+    g = np.zeros((n_seg, u.size))
+    gross = np.zeros((n_seg, u.size))
     if seg.size == 0 or u.size == 0:
-        return out
-    ids, starts, counts = _segments(seg)
+        return g, gross
+    _, starts, counts = _segments(seg)
     ends = starts + counts
+    negative = a < 0
+    key = 2 * seg + negative
+    run_starts = _group_starts(key)
+    run_seg, run_neg = seg[run_starts], negative[run_starts]
     uc = u.astype(dtype)[:, None]
-    dc, kc, ac = d.astype(dtype), k.astype(dtype), a.astype(dtype)
+    dc, kc, ac = d.astype(dtype), k.astype(dtype), np.abs(a).astype(dtype)
+    # Accumulate in float64 only when a run is long enough for float32 rounding
+    # (n * 6e-8 of the gross) to approach the _F32_DOUBT margin.
+    acc = np.float64 if int(np.diff(np.r_[run_starts, seg.size]).max()) > 4096 else dtype
     block = max(1, _CHUNK_ELEMENTS // u.size)
     buf = np.empty((u.size, max(block, int(counts.max()))), dtype=dtype)
     first = 0
@@ -583,8 +609,59 @@ def _grid_sums(d: FloatArray, k: FloatArray, a: FloatArray, seg: npt.NDArray[np.
         np.negative(B, out=B)
         np.exp(B, out=B)
         np.multiply(B, ac[None, lo:hi], out=B)
-        sums = np.add.reduceat(B, starts[first:last] - lo, axis=1)
-        out[ids[first:last]] = sums.T
+        r0, r1 = np.searchsorted(run_starts, [lo, hi])
+        sums = np.add.reduceat(B, run_starts[r0:r1] - lo, axis=1, dtype=acc).T
+        rs, rn = run_seg[r0:r1], run_neg[r0:r1]
+        pos, neg = rs[~rn], rs[rn]  # each appears at most once: no repeated indices
+        g[pos] += sums[~rn]
+        g[neg] -= sums[rn]
+        gross[pos] += sums[~rn]
+        gross[neg] += sums[rn]
+        first = last
+    return g, gross
+
+
+def _sign_partition(snap: npt.NDArray[np.intp], negative: npt.NDArray[np.bool_],
+                    ) -> npt.NDArray[np.intp]:
+    """Stable permutation putting, within each snapshot (``snap`` sorted), the rows with
+    ``negative == False`` first. O(n), no sort."""
+    n = snap.size
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    starts = np.r_[0, np.flatnonzero(snap[1:] != snap[:-1]) + 1]
+    run = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
+    pos = ~negative
+    pos_before = np.cumsum(pos) - pos  # positive rows before each row (global)
+    neg_before = np.arange(n) - pos_before
+    rank_pos = pos_before - pos_before[starts][run]
+    rank_neg = neg_before - neg_before[starts][run]
+    n_pos = np.add.reduceat(pos.astype(np.intp), starts)
+    target = starts[run] + np.where(negative, n_pos[run] + rank_neg, rank_pos)
+    perm = np.empty(n, dtype=np.intp)
+    perm[target] = np.arange(n)
+    return perm
+
+
+def _exact_points(rows: _Rows, seg_starts: npt.NDArray[np.intp],
+                  seg_counts: npt.NDArray[np.intp], snaps: npt.NDArray[np.intp],
+                  u: FloatArray) -> FloatArray:
+    """float64 ``sum_i a_i exp(-(d_i + k_i u)^2)`` for each (snapshot, u) pair, no pruning.
+
+    Pairs are taken in chunks of about ``_BLOCK_ROWS`` rows to bound memory.
+    """
+    out = np.zeros(snaps.size)
+    rows_per = seg_counts[snaps]
+    ends = np.cumsum(rows_per)
+    first = 0
+    while first < snaps.size:
+        base = ends[first] - rows_per[first]
+        last = max(first + 1, int(np.searchsorted(ends, base + _BLOCK_ROWS, side="right")))
+        part = slice(first, last)
+        idx = _ranges(seg_starts[snaps[part]], rows_per[part])
+        owner = np.repeat(np.arange(last - first), rows_per[part])
+        t = rows.d[idx] + rows.k[idx] * u[part][owner]
+        out[part] = np.bincount(owner, weights=rows.a[idx] * np.exp(-t * t),
+                                minlength=last - first)
         first = last
     return out
 
@@ -629,7 +706,8 @@ def _refine(rows: _Rows, seg_starts: npt.NDArray[np.intp], seg_counts: npt.NDArr
     n_task = task_snap.size
     idx = _ranges(seg_starts[task_snap], seg_counts[task_snap])
     owner0 = np.repeat(np.arange(n_task), seg_counts[task_snap])
-    keep = _keep_near(rows.d[idx], rows.k[idx], np.log(x_lo)[owner0], np.log(x_hi)[owner0])
+    keep = _keep_near(rows.d[idx], rows.k[idx], np.log(x_lo)[owner0], np.log(x_hi)[owner0],
+                      _PRUNE_REFINE)
     idx, owner0 = idx[keep], owner0[keep]
     d0, k0, a0 = rows.d[idx], rows.k[idx], rows.a[idx]
     d, k, a, owner = d0, k0, a0, owner0
@@ -697,12 +775,12 @@ def _relative_grid(span: tuple[float, float], step: float) -> tuple[FloatArray, 
 
 def _candidates(rows: _Rows, seg_starts: npt.NDArray[np.intp],
                 seg_counts: npt.NDArray[np.intp], snaps: npt.NDArray[np.intp], u: FloatArray,
-                dtype: type, prune: bool) -> FloatArray:
-    """Grid sums (len(snaps), len(u)) of the profile for the given snapshots."""
+                dtype: type, prune: bool) -> tuple[FloatArray, FloatArray]:
+    """Grid sums and local gross (len(snaps), len(u)) for the given snapshots."""
     sel = _ranges(seg_starts[snaps], seg_counts[snaps])
     local = np.repeat(np.arange(snaps.size), seg_counts[snaps])
     if prune:
-        keep = _keep_near(rows.d[sel], rows.k[sel], u.min(), u.max())
+        keep = _keep_near(rows.d[sel], rows.k[sel], u.min(), u.max(), _PRUNE_GRID)
         sel, local = sel[keep], local[keep]
     return _grid_sums(rows.d[sel], rows.k[sel], rows.a[sel], local, snaps.size, u, dtype)
 
@@ -714,11 +792,13 @@ def _flip(r: _Rows, n_snap: int, span: tuple[float, float], grid_step: float, to
     The coarse float32 grid is evaluated in nested bands around spot (``_BANDS``:
     |x - 1| <= 0.05, 0.1, 0.2, 0.3, then the whole span), each band only for the
     snapshots without a sign change in the previous one: a crossing inside a band is
-    nearer to spot than any outside it. The nearest sign change below and above spot
-    are refined in float64 (only the nearer one when the grid already tells) and the
-    nearer root wins. A bracket whose float64 end values do not confirm the float32
-    sign change (a grid point within float32 noise of a root) sends its snapshot
-    through the same search on a float64 grid.
+    nearer to spot than any outside it. Grid values within ``_F32_DOUBT`` of zero
+    (relative to the local gross gamma) are recomputed in float64, and values within
+    ``_SIGN_FLOOR`` of the snapshot's capacity count as zero (no sign). The nearest
+    sign change below and above spot are refined in float64 (only the nearer one when
+    the grid already tells) and the nearer root wins. As a safety net, a bracket whose float64 end
+    values do not confirm the grid's sign change sends its snapshot through the same
+    search on a float64 grid.
     """
     flip = np.full(n_snap, np.nan)
     if r.snap.size == 0:
@@ -727,6 +807,7 @@ def _flip(r: _Rows, n_snap: int, span: tuple[float, float], grid_step: float, to
     u = np.log(x)
     seg_counts = np.bincount(r.snap, minlength=n_snap)
     seg_starts = np.cumsum(seg_counts) - seg_counts
+    capacity = np.bincount(r.snap, weights=np.abs(r.a), minlength=n_snap)
     vals = np.zeros((n_snap, x.size))
     has_b = np.zeros(n_snap, dtype=bool)
     has_a = np.zeros(n_snap, dtype=bool)
@@ -741,9 +822,21 @@ def _flip(r: _Rows, n_snap: int, span: tuple[float, float], grid_step: float, to
             hi_i = int(np.searchsorted(x, 1.0 + band + 1e-12, side="right")) - 1
             new = np.r_[np.arange(lo_i, lo_prev), np.arange(hi_prev + 1, hi_i + 1)]
             if new.size and todo.size:
-                vals[np.ix_(todo, new)] = _candidates(
-                    r, seg_starts, seg_counts, todo, u[new], dtype,
-                    prune=dtype is np.float32)
+                block, local = _candidates(r, seg_starts, seg_counts, todo, u[new], dtype,
+                                           prune=dtype is np.float32)
+                floor = _SIGN_FLOOR * capacity[todo][:, None]
+                if dtype is np.float32:
+                    # float32 errors are a tiny fraction of the local gross: signs are
+                    # doubtful only when |g| is within _F32_DOUBT of it (recompute those
+                    # in float64); no sign at all where even the gross is below the floor.
+                    empty = local <= 0.5 * floor
+                    i, j = np.nonzero(~empty & (np.abs(block) <= _F32_DOUBT * local))
+                    if i.size:
+                        block[i, j] = _exact_points(r, seg_starts, seg_counts, todo[i],
+                                                    u[new][j])
+                    block[empty] = 0.0
+                block[np.abs(block) <= floor] = 0.0
+                vals[np.ix_(todo, new)] = block
             hb, cb, ha, ca = _crossings(vals[todo, lo_i:hi_i + 1], center - lo_i)
             has_b[todo], cell_b[todo] = hb, cb + lo_i
             has_a[todo], cell_a[todo] = ha, ca + lo_i
@@ -923,6 +1016,11 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
     float64 on the rows of those snapshots only (false position with a bracketing
     check, bisection when that stalls); the nearer root wins. Snapshots are processed
     in blocks of about 131,072 rows, so memory stays bounded for long chains.
+
+    Like any grid search it can miss two crossings closer together than ``grid_step``,
+    and a crossing where the whole profile is within float32 noise of zero (about 1e-7
+    of the gross gamma there, i.e. an economically empty region) may go unseen. A
+    float32 sign change that float64 does not confirm is re-searched in float64.
     """
     _check_search(span, grid_step, flip_tol)
     inp = _prepare(chain, dealer)

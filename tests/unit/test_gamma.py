@@ -69,6 +69,38 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+def wild_chain(seed: int) -> pd.DataFrame:
+    """Irregular chains: 1-3 snapshots, expiries from 30 minutes to 8 months, few and
+    scattered strikes, zero OI and NaN IV here and there, index price on ~70% of rows.
+    Regions without any strike make the profile underflow (~1e-30): hard cases."""
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2024-03-01 07:00", tz="UTC")
+    parts = []
+    for _ in range(rng.integers(1, 4)):
+        ts = t0 + pd.Timedelta(hours=int(rng.integers(0, 48)))
+        spot = 30_000 * math.exp(rng.normal(0, 0.3))
+        for _ in range(rng.integers(1, 6)):
+            hours = float(rng.choice([0.5, 3, 20, 70, 200, 700, 2000, 6000]))
+            K = np.unique(np.round(spot * np.exp(rng.normal(0, 0.25, rng.integers(1, 15)))
+                                   / 100) * 100)
+            for right in "CP":
+                iv = np.abs(rng.normal(0.7, 0.3, K.size)) + 0.05
+                iv[rng.random(K.size) < 0.05] = np.nan
+                parts.append(pd.DataFrame({
+                    "ts": ts, "expiry": ts + pd.Timedelta(hours=hours), "strike": K,
+                    "right": right,
+                    "open_interest": rng.gamma(0.7, 200, K.size) * (rng.random(K.size) > 0.2),
+                    "mark_iv": iv,
+                    "underlying_price": spot * (1 + 0.05 * hours / 8760)
+                    * (1 + rng.normal(0, 1e-3, K.size)),
+                    "multiplier": 1.0,
+                    "index_price": np.where(rng.random(K.size) > 0.3, spot, np.nan)}))
+    chain = pd.concat(parts, ignore_index=True)
+    for col in ("ts", "expiry"):
+        chain[col] = chain[col].astype("datetime64[us, UTC]")
+    return chain
+
+
 @pytest.fixture
 def chain_seed7() -> pd.DataFrame:
     return make_chain(7)
@@ -143,14 +175,22 @@ def ref_summary(chain: pd.DataFrame, dealer: str = "long_calls_short_puts",
         n_hi = round((span[1] - 1) / step)
         grid = list(np.linspace(span[0], 1, n_lo + 1)) + list(np.linspace(1, span[1],
                                                                            n_hi + 1))[1:]
-        values = [profile(x) for x in grid] if rows else [0.0] * len(grid)
+        # A grid value has no sign when |profile| <= 1e-10 * x * gross, gross being the
+        # GEX the snapshot would show with every row at the money (underflow and the
+        # ~1e-30 tails far from every strike are not crossings).
+        gross = sum(abs(w) * 0.01 * F / (iv * math.sqrt(T) * math.sqrt(2 * math.pi))
+                    for F, K, T, iv, w, _ in rows)
+        signs = []
+        for x in grid:
+            value = profile(x) if rows else 0.0
+            signs.append(0 if abs(value) <= 1e-10 * x * gross else (1 if value > 0 else -1))
         roots = []
         for c in range(n_lo - 1, -1, -1):  # cells below spot, nearest first
-            if values[c] * values[c + 1] < 0:
+            if signs[c] * signs[c + 1] < 0:
                 roots.append(brentq(profile, grid[c], grid[c + 1], xtol=1e-13))
                 break
         for c in range(n_lo, len(grid) - 1):  # cells above spot, nearest first
-            if values[c] * values[c + 1] < 0:
+            if signs[c] * signs[c + 1] < 0:
                 roots.append(brentq(profile, grid[c], grid[c + 1], xtol=1e-13))
                 break
         flip = min(roots, key=lambda x: (abs(x - 1), x)) * spot if roots else math.nan
@@ -321,6 +361,16 @@ def test_row_order_changes_nothing(chain_seed7: pd.DataFrame) -> None:
                                rtol=1e-15)
 
 
+def test_timestamp_units_and_zones(chain_seed7: pd.DataFrame) -> None:
+    other = chain_seed7.assign(ts=chain_seed7["ts"].astype("datetime64[ns, UTC]"),
+                               expiry=chain_seed7["expiry"].dt.tz_convert("Asia/Tokyo"))
+    pd.testing.assert_frame_equal(gamma.summarize(other), gamma.summarize(chain_seed7))
+    missing = chain_seed7.copy()
+    missing.loc[3, "expiry"] = pd.NaT
+    with pytest.raises(DataError, match="row 3.*'expiry'"):
+        gamma.summarize(missing)
+
+
 def test_pyarrow_table_input(chain_seed7: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(chain_seed7, preserve_index=False)
     pd.testing.assert_frame_equal(gamma.summarize(table), gamma.summarize(chain_seed7))
@@ -455,6 +505,36 @@ def test_summarize_matches_reference(seed: int) -> None:
     fast = gamma.summarize(chain)
     assert_matches_reference(fast, ref_summary(chain))
     assert list(fast["spot_source"]) == ["index"] * 3 + ["forward_median"]
+
+
+# Chains of this kind exposed two bugs during development (crossings of ~1e-30 tails
+# far from every strike; a wrongly accumulated local gross).
+@pytest.mark.parametrize("seed", range(8))
+def test_summarize_matches_reference_on_wild_chains(seed: int) -> None:
+    chain = wild_chain(seed)
+    dealer = "explicit" if seed % 2 else "long_calls_short_puts"
+    if dealer == "explicit":
+        chain["dealer_position"] = np.round(np.random.default_rng(seed).normal(0, 100,
+                                                                               len(chain)), 1)
+    assert_matches_reference(gamma.summarize(chain, dealer=dealer),
+                             ref_summary(chain, dealer=dealer))
+
+
+def test_grid_sums_against_direct_sums(chain_seed7: pd.DataFrame) -> None:
+    inp = gamma._prepare(chain_seed7, "long_calls_short_puts")
+    blk = gamma._block(inp, 0, inp.ts_us.size)
+    r = blk.rows
+    u = np.log(np.linspace(0.6, 1.4, 33))
+    t = r.d[:, None] + r.k[:, None] * u[None, :]
+    terms = r.a[:, None] * np.exp(-t * t)
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-4)):
+        g, gross = gamma._grid_sums(r.d, r.k, r.a, r.snap, blk.n_snap, u, dtype)
+        for j in range(blk.n_snap):
+            rows = r.snap == j
+            scale = np.abs(terms[rows]).sum(axis=0)
+            np.testing.assert_allclose(gross[j], scale, rtol=rtol)
+            np.testing.assert_allclose(g[j], terms[rows].sum(axis=0), rtol=0,
+                                       atol=rtol * scale.max())
 
 
 def test_summarize_without_index_column() -> None:
