@@ -169,9 +169,10 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
 @click.option("--slippage-bps", type=float, help="Slippage, bps of price. [default: 2]")
 @click.option("--percent", type=float, help="Position size, % of equity. [default: 95]")
 @click.option("--max-staleness", help="Oldest usable chain snapshot. [default: 26h]")
-@click.option("--dealer", type=click.Choice(["long_calls_short_puts", "short_calls_long_puts",
-                                             "explicit"]),
-              help="Dealer positioning convention for GEX.")
+@click.option("--dealer", type=click.Choice(["auto", "long_calls_short_puts",
+                                             "short_calls_long_puts", "explicit"]),
+              help="Dealer positioning for GEX. [default: auto = explicit positions when "
+                   "the chain has them, else long calls / short puts]")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
 def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path,
@@ -203,16 +204,20 @@ def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path
 @click.option("--chain", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--spot", type=click.Path(exists=True, path_type=Path),
               help="Bars to complete a chain without an underlying column.")
-@click.option("--dealer", default="long_calls_short_puts", show_default=True,
-              type=click.Choice(["long_calls_short_puts", "short_calls_long_puts", "explicit"]))
+@click.option("--dealer", default="auto", show_default=True,
+              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
+                                 "explicit"]))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the full summary (.parquet or .csv).")
 def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
     """Dealer gamma summary per snapshot: spot, GEX, flip, walls, regime."""
     from feeds.loaders import load_chain
+    from gammabt.run import resolve_dealer
     from indicators.gamma import summarize
 
-    summary = summarize(load_chain(chain, spot=spot), dealer=dealer)
+    table = load_chain(chain, spot=spot)
+    dealer = resolve_dealer(dealer, table)
+    summary = summarize(table, dealer=dealer)
     cols = [c for c in ("ts", "spot", "spot_source", "gex", "gamma_flip", "call_wall",
                         "put_wall", "regime", "n_contracts") if c in summary.columns]
     _frame_table(summary[cols], f"Dealer gamma ({dealer}), GEX in USD per 1% move")

@@ -20,8 +20,8 @@ import pandas as pd
 from indicators.errors import ConfigError
 from strategies.registry import check_params, get_strategy
 
-Dealer = Literal["long_calls_short_puts", "short_calls_long_puts", "explicit"]
-DEALERS = ("long_calls_short_puts", "short_calls_long_puts", "explicit")
+Dealer = Literal["auto", "long_calls_short_puts", "short_calls_long_puts", "explicit"]
+DEALERS = ("auto", "long_calls_short_puts", "short_calls_long_puts", "explicit")
 INPUTS = ("bars", "chain", "spot", "market", "funding", "futures", "perp", "oi",
           "liquidations")
 
@@ -56,7 +56,7 @@ class RunConfig:
     percent: float = 95.0
     max_staleness: str = "26h"
     zscore_window: int = 30
-    dealer: Dealer = "long_calls_short_puts"
+    dealer: Dealer = "auto"  # explicit positions when the chain has them, else the default
     runonce: bool = True
     preload: bool = True
     label: str | None = None
@@ -85,7 +85,7 @@ class RunConfig:
         if self.dealer not in DEALERS:
             raise ConfigError(f"unknown dealer convention {self.dealer!r}", column="dealer",
                               expected=f"one of {list(DEALERS)}",
-                              fix="use the default long_calls_short_puts")
+                              fix="use auto (the default)")
         for name in ("max_staleness", "freq"):
             value = getattr(self, name)
             if value is not None:

@@ -121,9 +121,10 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     summary = strikes = None
     chain = tables["chain"]
     if chain is not None:
-        summary = gamma.summarize(chain, dealer=config.dealer)
-        strikes = gamma.strike_gex(chain, dealer=config.dealer)
-        notes.append(f"{len(summary)} chain snapshots, spot source: "
+        dealer = resolve_dealer(config.dealer, chain)
+        summary = gamma.summarize(chain, dealer=dealer)
+        strikes = gamma.strike_gex(chain, dealer=dealer)
+        notes.append(f"{len(summary)} chain snapshots, dealer positioning: {dealer}, spot source: "
                      f"{', '.join(sorted(summary['spot_source'].unique()))}")
     else:
         notes.append("no option chain given: gamma lines are NaN")
@@ -140,6 +141,15 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
                         liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
                         input_hashes=hashes, notes=tuple(notes))
+
+
+def resolve_dealer(dealer: str, chain: pa.Table) -> str:
+    """``auto`` -> ``explicit`` when the chain carries signed dealer positions."""
+    if dealer != "auto":
+        return dealer
+    if "dealer_position" in chain.column_names and chain["dealer_position"].null_count < len(chain):
+        return "explicit"
+    return "long_calls_short_puts"
 
 
 def basis_funding_lines(bars: pd.DataFrame, *, futures: pa.Table | None,
