@@ -3,8 +3,10 @@
 Target (issue 3): at most 60 s and under 2 GB peak memory on the 2-core machine.
 
 Each case runs in a fresh child process so that its peak resident memory
-(``ru_maxrss`` of the child, which includes the interpreter and imported libraries) is
-measured alone; wall time is measured inside the child around ``simulate`` only, with
+(``VmHWM`` of the child from /proc/self/status, which includes the interpreter and
+imported libraries) is measured alone. Not ``ru_maxrss``: Linux carries that figure over
+``execve``, so a child started by a process that once grew large reports the parent's
+peak; wall time is measured inside the child around ``simulate`` only, with
 the write to Parquet timed separately.
 
 Run: ``python -m bench simulator`` (or ``python -m bench.bench_simulator``).
@@ -27,7 +29,7 @@ CASES = (
 )
 
 _CHILD = textwrap.dedent("""
-    import json, resource, sys, tempfile, time
+    import json, sys, tempfile, time
     from pathlib import Path
     t0 = time.perf_counter()
     from feeds.synthetic import simulate
@@ -45,7 +47,8 @@ _CHILD = textwrap.dedent("""
         "bars": m.bars.num_rows, "chain_rows": m.chain.num_rows,
         "snapshots": len(set(m.chain.column("ts").to_numpy())),
         "liquidations": m.liquidations.num_rows, "parquet_mb": size / 1e6,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        "peak_mb": next(int(line.split()[1]) for line in open("/proc/self/status")
+                        if line.startswith("VmHWM:")) / 1024}))
 """)
 
 
