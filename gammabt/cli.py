@@ -21,6 +21,8 @@ from indicators.errors import ConfigError, GammabtError
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False)
 
+IN_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+OUT_FILE = click.Path(dir_okay=False, path_type=Path)
 DEMO_SCENARIO = "gamma_squeeze_down"
 DEMO_SEED = 7
 DEMO_DAYS = 90
@@ -138,26 +140,26 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
 @cli.command("run")
 @click.option("--strategy", default="gamma_flip", show_default=True,
               help="Registered strategy name (see `gammabt strategies`).")
-@click.option("--bars", type=click.Path(exists=True, path_type=Path),
+@click.option("--bars", type=IN_FILE,
               help="OHLCV bars file (CSV, gz, Parquet; format auto-detected).")
-@click.option("--chain", multiple=True, type=click.Path(exists=True, path_type=Path),
+@click.option("--chain", multiple=True, type=IN_FILE,
               help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
                    "repeat for several files.")
-@click.option("--spot", type=click.Path(exists=True, path_type=Path),
+@click.option("--spot", type=IN_FILE,
               help="Bars used to complete a chain without an underlying column.")
 @click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder written by `gammabt simulate` (bars, chain and the rest).")
-@click.option("--funding", type=click.Path(exists=True, path_type=Path),
+@click.option("--funding", type=IN_FILE,
               help="Perp funding rates (8-hourly or daily) -> funding_ann line.")
-@click.option("--futures", type=click.Path(exists=True, path_type=Path),
+@click.option("--futures", type=IN_FILE,
               help="Dated futures prices (ts, expiry, price; or an OptionsDX chain file).")
-@click.option("--perp", type=click.Path(exists=True, path_type=Path),
+@click.option("--perp", type=IN_FILE,
               help="Perp bars: their volume drives the liquidation map when no OI is given.")
-@click.option("--oi", type=click.Path(exists=True, path_type=Path),
+@click.option("--oi", type=IN_FILE,
               help="Perp open-interest history -> liquidation map.")
-@click.option("--liquidations", type=click.Path(exists=True, path_type=Path),
+@click.option("--liquidations", type=IN_FILE,
               help="Observed liquidation events (Binance forceOrder layout).")
-@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
+@click.option("--config", "config_file", type=IN_FILE,
               help="A TOML run config; command-line options override it.")
 @click.option("--param", "params", multiple=True, metavar="K=V",
               help="Strategy parameter, repeatable.")
@@ -201,13 +203,13 @@ def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path
 
 
 @cli.command()
-@click.option("--chain", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--spot", type=click.Path(exists=True, path_type=Path),
+@click.option("--chain", required=True, type=IN_FILE)
+@click.option("--spot", type=IN_FILE,
               help="Bars to complete a chain without an underlying column.")
 @click.option("--dealer", default="auto", show_default=True,
               type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
                                  "explicit"]))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OUT_FILE,
               help="Save the full summary (.parquet or .csv).")
 def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
     """Dealer gamma summary per snapshot: spot, GEX, flip, walls, regime."""
@@ -247,13 +249,13 @@ def simulate(scenario: str, days: int, freq: str, seed: int, out: Path,
 
 @cli.command()
 @click.option("--futures", required=True, multiple=True,
-              type=click.Path(exists=True, path_type=Path),
+              type=IN_FILE,
               help="Futures prices (ts, expiry, price) or OptionsDX chain files; repeatable.")
-@click.option("--spot", required=True, type=click.Path(exists=True, path_type=Path),
+@click.option("--spot", required=True, type=IN_FILE,
               help="Spot bars; spot at t = close of the last bar closed at or before t.")
 @click.option("--tenors", default="30,60,90,120", show_default=True,
               help="Constant-maturity tenors in days.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OUT_FILE,
               help="Save the table (.parquet or .csv).")
 def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) -> None:
     """Annualized futures basis per snapshot and expiry, plus constant maturities."""
@@ -279,14 +281,14 @@ def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) 
 
 
 @cli.command()
-@click.option("--bars", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--oi", type=click.Path(exists=True, path_type=Path),
+@click.option("--bars", required=True, type=IN_FILE)
+@click.option("--oi", type=IN_FILE,
               help="Open-interest history (else volume is used).")
-@click.option("--liquidations", type=click.Path(exists=True, path_type=Path),
+@click.option("--liquidations", type=IN_FILE,
               help="Observed liquidation events: they replace the estimate where present.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OUT_FILE,
               help="Save the per-bar lines (.parquet or .csv).")
-@click.option("--map-out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--map-out", type=OUT_FILE,
               help="Save the full per-bar map (ts, price, long_usd, short_usd).")
 def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None,
         map_out: Path | None) -> None:
