@@ -6,6 +6,11 @@ canonical schema of :mod:`feeds.schema` and returns a validated ``pyarrow.Table`
 file, the 0-based data row, the column, what was expected and how to fix it; empty
 files, duplicate timestamps and timezone-naive timestamps are rejected.
 
+Files are sniffed and read as in :mod:`feeds.loaders` (gzip from its magic bytes, Parquet
+from ``PAR1``), and every time column goes through :func:`feeds.loaders.to_utc`: epoch
+numbers in s, ms, us or ns by magnitude (per value, 1990..2100), text with a UTC offset
+unless the layout below documents it as UTC.
+
 Layouts
 -------
 ``load_funding`` (FUNDING: ``ts, rate_8h, interval_h``)
@@ -42,7 +47,6 @@ Layouts
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from collections.abc import Sequence
@@ -53,6 +57,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from feeds.loaders import _read_csv, _read_parquet, _Sniff, _sniff, load_bars, load_chain, to_utc
 from feeds.schema import FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, conform
 from indicators.errors import DataError
 
@@ -75,81 +80,23 @@ _MONTHS = {m: i for i, m in enumerate(
 # reading helpers
 # --------------------------------------------------------------------------------------
 
-def _open_text(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
-        return fh.readline()
+def _read(sniff: _Sniff) -> tuple[pd.DataFrame, str]:
+    """The sniffed file as a frame, and its path for error messages.
 
-
-def _read(path: PathLike) -> tuple[pd.DataFrame, str]:
-    p = Path(path)
-    src = str(p)
-    if not p.exists():
-        raise DataError("file not found", source=src, expected="an existing file",
-                        fix="check the path")
-    if p.suffix == ".parquet":
-        df = pd.read_parquet(p)
-    else:
-        try:
-            first = _open_text(p)
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc}", source=src, expected="a CSV or Parquet file",
-                            fix="check the file") from exc
-        skip = 1 if first.lower().startswith("http") else 0
-        try:
-            df = pd.read_csv(p, skiprows=skip, skipinitialspace=True)
-        except pd.errors.EmptyDataError as exc:
-            raise DataError("empty file", source=src, expected="a header and data rows",
-                            fix="check the download") from exc
-        df.columns = [str(c).strip().strip("[] ") for c in df.columns]
-    if len(df) == 0:
-        raise DataError("no data rows", source=src, expected="at least one data row",
-                        fix="check the file is complete")
-    return df, src
+    A CSV may start with a URL line (CryptoDataDownload); ``[bracketed]`` and padded
+    header names are trimmed.
+    """
+    if sniff.parquet:
+        return _read_parquet(sniff), sniff.source
+    skip = 1 if sniff.first_line.lower().startswith("http") else 0
+    df = _read_csv(sniff, header_lines=1 + skip, skiprows=skip, skipinitialspace=True)
+    df.columns = [str(c).strip().strip("[] ") for c in df.columns]
+    return df, sniff.source
 
 
 def _cols(df: pd.DataFrame) -> dict[str, str]:
     """Lower-case name -> actual name."""
     return {str(c).lower(): str(c) for c in df.columns}
-
-
-def _epoch_utc(col: pd.Series, name: str, src: str) -> pd.Series:
-    """Epoch numbers (unit from magnitude: s, ms, us) or ISO text -> UTC timestamps."""
-    num = pd.to_numeric(col, errors="coerce")
-    if num.notna().all():
-        v = num.to_numpy(dtype="float64")
-        mag = np.nanmedian(np.abs(v))
-        unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us"
-        return pd.Series(pd.to_datetime(v, unit=unit, utc=True), index=col.index)
-    return _text_utc(col, name, src, assume_utc=False)
-
-
-def _text_utc(col: pd.Series, name: str, src: str, *, assume_utc: bool,
-              fmt: str | None = None) -> pd.Series:
-    parsed = pd.to_datetime(col, errors="coerce", format=fmt or "mixed")
-    bad = (parsed.isna() & col.notna()).to_numpy() | col.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"cannot parse {col.iloc[i]!r} as a timestamp", source=src, row=i,
-                        column=name, expected=fmt or "a date/time", fix="repair the row")
-    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        return parsed.dt.tz_convert("UTC")
-    if not assume_utc:
-        raise DataError("timestamps are timezone-naive", source=src, column=name,
-                        expected="epoch numbers or ISO 8601 with a UTC offset",
-                        fix="add the offset (e.g. '+00:00') or convert to epoch ms")
-    return parsed.dt.tz_localize("UTC")
-
-
-def _canonical_ts(col: pd.Series, name: str, src: str) -> pd.Series:
-    """Timestamps of a canonical file: tz-aware, epoch numbers, or ISO text with offset."""
-    if isinstance(col.dtype, pd.DatetimeTZDtype):
-        return col
-    if pd.api.types.is_datetime64_any_dtype(col.dtype):
-        raise DataError("timestamps are timezone-naive", source=src, column=name,
-                        expected="timezone-aware UTC timestamps",
-                        fix="localize them first, e.g. .dt.tz_localize('UTC')")
-    return _epoch_utc(col, name, src)
 
 
 def _number(df: pd.DataFrame, col: str, src: str) -> pd.Series:
@@ -202,20 +149,18 @@ def load_funding(path: PathLike) -> pa.Table:
     DataError
         Unknown layout, unparsable cell, empty file, duplicate or naive timestamps.
     """
-    df, src = _read(path)
+    df, src = _read(_sniff(path))
     c = _cols(df)
     if {"date", "funding_mean"} <= c.keys():
-        day = _text_utc(df[c["date"]].astype("string"), c["date"], src, assume_utc=True,
-                        fmt="%Y-%m-%d")
+        day = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%Y-%m-%d")
         out = pd.DataFrame({"ts": day + pd.Timedelta(days=1),
                             "rate_8h": _number(df, c["funding_mean"], src), "interval_h": 24.0})
     elif {"date", "fundingrate"} <= c.keys():
-        ts = _text_utc(df[c["date"]].astype("string"), c["date"], src, assume_utc=True,
-                       fmt="%d/%m/%y %H:%M")
+        ts = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%d/%m/%y %H:%M")
         out = pd.DataFrame({"ts": ts, "rate_8h": _number(df, c["fundingrate"], src),
                             "interval_h": 8.0})
     elif {"fundingtime", "fundingrate"} <= c.keys():
-        out = pd.DataFrame({"ts": _epoch_utc(df[c["fundingtime"]], c["fundingtime"], src),
+        out = pd.DataFrame({"ts": to_utc(df[c["fundingtime"]], c["fundingtime"], src),
                             "rate_8h": _number(df, c["fundingrate"], src), "interval_h": 8.0})
     elif {"calc_time", "last_funding_rate"} <= c.keys():
         hours = (_number(df, c["funding_interval_hours"], src)
@@ -227,10 +172,10 @@ def load_funding(path: PathLike) -> pa.Table:
                             row=i, column="funding_interval_hours", expected="hours > 0",
                             fix="repair the row")
         rate = _number(df, c["last_funding_rate"], src)
-        out = pd.DataFrame({"ts": _epoch_utc(df[c["calc_time"]], c["calc_time"], src),
+        out = pd.DataFrame({"ts": to_utc(df[c["calc_time"]], c["calc_time"], src),
                             "rate_8h": rate * 8.0 / hours, "interval_h": hours})
     elif {"ts", "rate_8h"} <= c.keys():
-        out = pd.DataFrame({"ts": _canonical_ts(df[c["ts"]], c["ts"], src),
+        out = pd.DataFrame({"ts": to_utc(df[c["ts"]], c["ts"], src),
                             "rate_8h": df[c["rate_8h"]],
                             "interval_h": df[c["interval_h"]] if "interval_h" in c else 8.0})
     else:
@@ -250,8 +195,6 @@ def load_perp(path: PathLike, **kwargs: Any) -> pa.Table:
 
     ``kwargs`` (``freq``, ``start``, ``end``, ``cache``) are passed through.
     """
-    from feeds.loaders import load_bars
-
     return load_bars(path, **kwargs)
 
 
@@ -269,23 +212,21 @@ def load_open_interest(path: PathLike) -> pa.Table:
     DataError
         Unknown layout, unparsable cell, empty file, duplicate or naive timestamps.
     """
-    df, src = _read(path)
+    df, src = _read(_sniff(path))
     c = _cols(df)
     if {"sumopeninterest", "timestamp"} <= c.keys():
-        out = pd.DataFrame({"ts": _epoch_utc(df[c["timestamp"]], c["timestamp"], src),
+        out = pd.DataFrame({"ts": to_utc(df[c["timestamp"]], c["timestamp"], src),
                             "oi_btc": _number(df, c["sumopeninterest"], src)})
         if "sumopeninterestvalue" in c:
             out["oi_usd"] = _number(df, c["sumopeninterestvalue"], src)
     elif {"create_time", "sum_open_interest"} <= c.keys():
-        col = df[c["create_time"]]
-        num = pd.to_numeric(col, errors="coerce")
-        ts = (_epoch_utc(col, c["create_time"], src) if num.notna().all()
-              else _text_utc(col.astype("string"), c["create_time"], src, assume_utc=True))
+        # create_time is UTC: epoch numbers or naive text, depending on the export
+        ts = to_utc(df[c["create_time"]], c["create_time"], src, naive_utc=True)
         out = pd.DataFrame({"ts": ts, "oi_btc": _number(df, c["sum_open_interest"], src)})
         if "sum_open_interest_value" in c:
             out["oi_usd"] = _number(df, c["sum_open_interest_value"], src)
     elif "ts" in c and ({"oi_btc", "oi_usd"} & c.keys()):
-        out = pd.DataFrame({"ts": _canonical_ts(df[c["ts"]], c["ts"], src)})
+        out = pd.DataFrame({"ts": to_utc(df[c["ts"]], c["ts"], src)})
         out["oi_btc"] = df[c["oi_btc"]] if "oi_btc" in c else np.nan
         if "oi_usd" in c:
             out["oi_usd"] = df[c["oi_usd"]]
@@ -319,7 +260,7 @@ def load_liquidations(path: PathLike) -> pa.Table:
     DataError
         Unknown layout or side, unparsable cell, empty file, naive timestamps.
     """
-    df, src = _read(path)
+    df, src = _read(_sniff(path))
     df = df.rename(columns=lambda x: str(x)[2:] if str(x).startswith("o.") else x)
     if {"S", "p", "T"} <= set(df.columns):
         df = df.rename(columns=_WS_NAMES)
@@ -330,13 +271,13 @@ def load_liquidations(path: PathLike) -> pa.Table:
         _check_side(side, side_raw, src, c["side"], "SELL or BUY")
         price = _first_positive(df, c, ("averageprice", "price"), src)
         size = _first_positive(df, c, ("executedqty", "quantity", "origqty", "qty"), src)
-        out = pd.DataFrame({"ts": _epoch_utc(df[c["time"]], c["time"], src), "side": side,
+        out = pd.DataFrame({"ts": to_utc(df[c["time"]], c["time"], src), "side": side,
                             "price": price, "size": size})
     elif {"ts", "side", "price", "size"} <= c.keys():
         side_raw = df[c["side"]].astype("string").str.strip().str.lower()
         _check_side(side_raw.where(side_raw.isin(["long", "short"])), side_raw, src, c["side"],
                     "'long' or 'short'")
-        out = pd.DataFrame({"ts": _canonical_ts(df[c["ts"]], c["ts"], src), "side": side_raw,
+        out = pd.DataFrame({"ts": to_utc(df[c["ts"]], c["ts"], src), "side": side_raw,
                             "price": df[c["price"]], "size": df[c["size"]]})
     else:
         raise _unknown_layout(src, df, "liquidation",
@@ -415,39 +356,28 @@ def load_futures(path: PathLike | Sequence[PathLike]) -> pa.Table:
 
 
 def _futures_one(path: PathLike) -> pd.DataFrame:
-    p = Path(path)
-    src = str(p)
-    if p.suffix == ".parquet":
-        head_cols = set(pd.read_parquet(p).columns) if p.exists() else set()
+    sniff = _sniff(path)
+    if sniff.parquet:
+        head_cols = sniff.parquet_columns
+    elif sniff.first_line.lower().startswith("http"):
+        head_cols = ()
     else:
-        head_cols = set(_header(p))
+        head_cols = tuple(n.strip().strip("[] ") for n in sniff.first_line.split(","))
     if {"ts", "expiry", "price"} <= {c.lower() for c in head_cols}:
-        df, src = _read(p)
+        df, src = _read(sniff)
         c = _cols(df)
         out = pd.DataFrame({"ts": df[c["ts"]], "expiry": df[c["expiry"]],
                             "price": df[c["price"]]})
         for col in ("ts", "expiry"):
-            out[col] = _canonical_ts(out[col], c[col], src)
+            out[col] = to_utc(out[col], c[col], src)
         if "instrument" in c:
             out["instrument"] = df[c["instrument"]].astype("string")
         _reject_duplicates(out["ts"], src, "ts", keys=out[["ts", "expiry"]])
         return out
-    return _futures_from_chain(p)
-
-
-def _header(p: Path) -> list[str]:
-    if not p.exists():
-        raise DataError("file not found", source=str(p), expected="an existing file",
-                        fix="check the path")
-    line = _open_text(p)
-    if line.lower().startswith("http"):
-        return []
-    return [s.strip().strip("[] ") for s in line.strip().split(",")]
+    return _futures_from_chain(sniff.path)
 
 
 def _futures_from_chain(p: Path) -> pd.DataFrame:
-    from feeds.loaders import load_chain
-
     src = str(p)
     chain = load_chain(p).to_pandas()
     if "underlying_index" not in chain.columns:

@@ -49,6 +49,7 @@ __all__ = [
     "load_bars",
     "load_chain",
     "resample_bars",
+    "to_utc",
 ]
 
 #: Bump whenever a loader's output can change: it is part of every cache key.
@@ -357,6 +358,50 @@ def detect_format(path: PathLike, kind: Literal["bars", "chain"] = "bars") -> st
     return _detect_bars(sniff) if kind == "bars" else _detect_chain(sniff)
 
 
+def to_utc(col: pd.Series, column: str, source: str, *, naive_utc: bool = False,
+           fmt: str | None = None) -> pd.Series:
+    """Convert a time column of a data file to UTC timestamps, checking every row.
+
+    The conversion every loader uses (here and in :mod:`feeds.derivs`):
+
+    - tz-aware datetimes are converted to UTC;
+    - epoch numbers (numeric columns, or text that is all numbers) are read as seconds,
+      milliseconds, microseconds or nanoseconds by magnitude, value by value
+      (``|v| < 1e11`` s, ``< 1e14`` ms, ``< 1e17`` us, else ns), and must fall between
+      1990 and 2100;
+    - other text is ISO 8601 (or what ``pandas.to_datetime`` reads) and must carry a UTC
+      offset (``+00:00``, ``Z``, ``UTC``), since a naive time is ambiguous;
+    - with ``fmt``, text is parsed with that ``strptime`` format instead (e.g.
+      ``"%d/%m/%y %H:%M"``), every row exactly.
+
+    Parameters
+    ----------
+    col
+        The column as read from the file.
+    column, source
+        Column name and file path, used in error messages.
+    naive_utc
+        Read naive times (text, ``fmt`` without ``%z``, naive datetimes) as UTC: only
+        for formats documented as UTC without an offset.
+    fmt
+        Explicit ``strptime`` format for text times; None to detect.
+
+    Returns
+    -------
+    pandas.Series
+        ``datetime64[us, UTC]`` with the index of ``col``.
+
+    Raises
+    ------
+    DataError
+        Missing or unparsable value, epoch outside 1990..2100, or a naive time without
+        ``naive_utc``; the message names the file, the 0-based row and the column.
+    """
+    if fmt is not None:
+        return _strptime_to_utc(col, column, source, fmt, naive_utc=naive_utc)
+    return _time_to_utc(col, column, source, naive_utc=naive_utc)
+
+
 # --------------------------------------------------------------------------------------
 # sniffing and reading
 
@@ -575,12 +620,7 @@ def _epoch_to_utc(col: pd.Series, column: str, source: str) -> pd.Series:
 def _iso_to_utc(col: pd.Series, column: str, source: str, *, naive_utc: bool = False
                 ) -> pd.Series:
     """ISO-like strings to UTC. Naive strings are an error unless ``naive_utc``."""
-    text = col.astype("string").str.strip()
-    missing = (text.isna() | (text == "")).to_numpy()
-    if missing.any():
-        i = int(np.flatnonzero(missing)[0])
-        raise DataError("missing timestamp", source=source, row=i, column=column,
-                        expected="a timestamp in every row", fix="repair or remove the row")
+    text = _time_text(col, column, source)
     if not naive_utc:
         has_offset = text.str.contains(_OFFSET_RE, regex=True).to_numpy(dtype=bool)
         if not has_offset.all():
@@ -603,11 +643,46 @@ def _iso_to_utc(col: pd.Series, column: str, source: str, *, naive_utc: bool = F
     return parsed.dt.as_unit("us")
 
 
-def _time_to_utc(col: pd.Series, column: str, source: str) -> pd.Series:
-    """Any time column: tz-aware datetimes, epoch numbers or ISO strings with offsets."""
+def _time_text(col: pd.Series, column: str, source: str) -> pd.Series:
+    """Stripped text of a time column; a missing or blank value is an error."""
+    text = col.astype("string").str.strip()
+    missing = (text.isna() | (text == "")).to_numpy()
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError("missing timestamp", source=source, row=i, column=column,
+                        expected="a timestamp in every row", fix="repair or remove the row")
+    return text
+
+
+def _strptime_to_utc(col: pd.Series, column: str, source: str, fmt: str, *,
+                     naive_utc: bool) -> pd.Series:
+    """Text in one explicit ``strptime`` format to UTC (naive only with ``naive_utc``)."""
+    if not naive_utc and "%z" not in fmt and "%Z" not in fmt:
+        raise DataError(f"format {fmt!r} gives timezone-naive timestamps", source=source,
+                        column=column, expected="a format with %z, or times documented as UTC",
+                        fix="add %z to the format, or pass naive_utc=True if the times are UTC")
+    text = _time_text(col, column, source)
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format=fmt)
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"cannot parse {text.iloc[i]!r} as a timestamp", source=source,
+                        row=i, column=column, expected=f"a time in the format {fmt!r}",
+                        fix="repair or remove the row")
+    return parsed.dt.as_unit("us")
+
+
+def _time_to_utc(col: pd.Series, column: str, source: str, *, naive_utc: bool = False
+                 ) -> pd.Series:
+    """Any time column: tz-aware datetimes, epoch numbers or ISO strings with offsets.
+
+    With ``naive_utc``, naive datetimes and naive strings are read as UTC.
+    """
     if isinstance(col.dtype, pd.DatetimeTZDtype):
         return col.dt.tz_convert("UTC").dt.as_unit("us")
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        if naive_utc:
+            return col.dt.tz_localize("UTC").dt.as_unit("us")
         raise DataError("timestamps are timezone-naive", source=source, column=column,
                         expected="timezone-aware UTC timestamps",
                         fix="localize the column before writing it, e.g. "
@@ -617,7 +692,7 @@ def _time_to_utc(col: pd.Series, column: str, source: str) -> pd.Series:
     text = col.astype("string").str.strip()
     if pd.to_numeric(text, errors="coerce").notna().all():
         return _epoch_to_utc(text, column, source)
-    return _iso_to_utc(col, column, source)
+    return _iso_to_utc(col, column, source, naive_utc=naive_utc)
 
 
 # --------------------------------------------------------------------------------------
