@@ -11,10 +11,11 @@ Rules (per bar, on the first data)
 - Short gamma (``regime < 0`` and ``flip_dist <= -flip_buffer``): follow the
   ``lookback``-bar return if its absolute value exceeds ``momentum_min``
   (long if up; short if down and ``allow_short``).
-- Long gamma (``regime > 0`` and ``flip_dist >= flip_buffer``): fade stretches.
-  Within ``wall_band`` below the call wall, or after a ``lookback`` rise of more than
-  ``revert_min``: short (or flat). Within ``wall_band`` above the put wall, or after a
-  fall of more than ``revert_min``: long.
+- Long gamma (``regime > 0`` and ``flip_dist >= flip_buffer``): flat by default, since
+  dealers damp moves there and a fade mostly pays costs. With ``fade_long_gamma`` it
+  fades stretches: within ``wall_band`` below the call wall, or after a ``lookback``
+  rise of more than ``revert_min``: short (or flat); within ``wall_band`` above the put
+  wall, or after a fall of more than ``revert_min``: long.
 - Exit after ``max_hold`` bars, on a ``stop_loss`` move against the entry, or when the
   regime that justified the trade is gone.
 """
@@ -28,12 +29,13 @@ from strategies.base import GammaStrategy, finite
 
 class GammaFlip(GammaStrategy):
     params = (
-        ("lookback", 6),  # bars for the momentum / stretch measure
-        ("momentum_min", 0.004),  # |return| over lookback to follow a move (fraction)
-        ("revert_min", 0.01),  # |return| over lookback to fade a move (fraction)
+        ("lookback", 12),  # bars for the momentum / stretch measure
+        ("momentum_min", 0.01),  # |return| over lookback to follow a move (fraction)
+        ("fade_long_gamma", False),  # trade mean reversion above the flip
+        ("revert_min", 0.02),  # |return| over lookback to fade a move (fraction)
         ("flip_buffer", 0.002),  # distance from the flip (fraction) before acting
         ("wall_band", 0.01),  # how close to a wall counts as "at the wall" (fraction)
-        ("max_hold", 24),  # bars
+        ("max_hold", 48),  # bars
         ("stop_loss", 0.03),  # adverse move from entry price (fraction)
         ("allow_short", True),
     )
@@ -73,6 +75,8 @@ class GammaFlip(GammaStrategy):
                 return short_ok
             return None
         if regime > 0 and flip_dist >= p.flip_buffer:
+            if not p.fade_long_gamma:
+                return 0
             close, call_wall, put_wall = d.close[0], d.call_wall[0], d.put_wall[0]
             near_call = finite(call_wall) and 0 <= call_wall / close - 1 <= p.wall_band
             near_put = finite(put_wall) and 0 <= 1 - put_wall / close <= p.wall_band

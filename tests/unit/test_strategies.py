@@ -107,3 +107,12 @@ def test_daily_returns_compound_to_final_value():
     assert len(result.returns) == len(result.benchmark)
     again = daily_returns(result.equity, 100_000.0)
     pd.testing.assert_series_equal(again, result.returns)
+
+
+def test_long_gamma_is_flat_unless_fading_is_enabled():
+    bars = make_bars(seed=9)
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, +1.0, 0.95))
+    flat = run(config(), inputs)
+    assert flat.metrics["n_orders"] == 0
+    fading = run(config(params=(("fade_long_gamma", True), ("revert_min", 0.01))), inputs)
+    assert fading.metrics["n_trades"] > 0
