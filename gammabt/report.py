@@ -512,12 +512,14 @@ def compare_metrics(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 # QuantStats' template links its favicon from the web and calls an undefined save() on
 # load; drop both so the tearsheet is self-contained and opens without console errors.
+# Its metric labels use U+FE6A SMALL PERCENT SIGN ("CAGR﹪"), which common Linux fonts
+# lack (a tofu box in the browser): use the ordinary percent sign.
 _REMOTE_ICON = re.compile(r'<link[^>]*rel="shortcut icon"[^>]*>\s*')
 _ONLOAD = ' onload="save()"'
 
 
 def _self_contained(page: str) -> str:
-    return _REMOTE_ICON.sub("", page).replace(_ONLOAD, "")
+    return _REMOTE_ICON.sub("", page).replace(_ONLOAD, "").replace("\ufe6a", "%")
 
 
 def _is_constant(series: pd.Series | None) -> bool:

@@ -398,6 +398,7 @@ def test_tearsheet_is_complete_silent_and_offline(tmp_path, monkeypatch, capsys,
     assert "gamma_flip &lt;BTC&gt; run" in text
     assert "Buy &amp; hold" in text and "Periods/Year: 365" in text
     assert "favicon" not in text and 'onload="save()"' not in text
+    assert "\ufe6a" not in text and "CAGR%" in text  # no glyph the page's fonts lack
 
     # The tearsheet's numbers are the adapter's numbers (365 periods both sides).
     m = compute_metrics(noisy_returns, noisy_benchmark)
