@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -414,6 +415,11 @@ class _Sniff:
     gzip: bool
     head: str
     parquet_columns: tuple[str, ...] = ()
+    zip: bool = False  # a zip archive holding one CSV (Binance's data downloads)
+
+    @property
+    def compression(self) -> str | None:
+        return "gzip" if self.gzip else "zip" if self.zip else None
 
     @property
     def first_line(self) -> str:
@@ -439,7 +445,10 @@ def _sniff(path: PathLike) -> _Sniff:
                                 fix="re-export the file") from None
             return _Sniff(p, source, True, False, "", names)
         is_gzip = magic[:2] == b"\x1f\x8b"
-        if is_gzip:
+        is_zip = magic == b"PK\x03\x04"
+        if is_zip:
+            raw = _zip_head(p, source)
+        elif is_gzip:
             try:
                 with gzip.open(p, "rb") as gz:
                     raw = gz.read(1 << 16)
@@ -453,7 +462,24 @@ def _sniff(path: PathLike) -> _Sniff:
     head = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
     if not head.strip():
         raise _empty(source)
-    return _Sniff(p, source, False, is_gzip, head)
+    return _Sniff(p, source, False, is_gzip, head, zip=is_zip)
+
+
+def _zip_head(path: Path, source: str) -> bytes:
+    """First 64 KiB of the single member of a zip archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise DataError(f"zip archive holds {len(members)} files", source=source,
+                                expected="exactly one CSV file inside the zip",
+                                fix="unzip it and pass the CSV file itself")
+            with archive.open(members[0]) as member:
+                return member.read(1 << 16)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"not a readable zip file ({exc})", source=source,
+                        expected="a complete zip archive",
+                        fix="download the file again") from None
 
 
 def _empty(source: str) -> DataError:
@@ -474,7 +500,7 @@ def _unknown(source: str, kind: str, seen: str) -> DataError:
 def _read_csv(sniff: _Sniff, *, header_lines: int, **kwargs: object) -> pd.DataFrame:
     """``pd.read_csv`` with vendor parser errors turned into DataError with a data row."""
     try:
-        frame = pd.read_csv(sniff.path, compression="gzip" if sniff.gzip else None,
+        frame = pd.read_csv(sniff.path, compression=sniff.compression,
                             **kwargs)  # type: ignore[call-overload]
     except pd.errors.EmptyDataError:
         raise _empty(sniff.source) from None

@@ -115,6 +115,25 @@ def test_open_interest_layouts(tmp_path: Path) -> None:
         load_open_interest(_write(tmp_path / "n.csv", "ts,oi_btc\n2024-01-01T00:00Z,-1\n"))
 
 
+def test_zipped_download_reads_like_the_csv(tmp_path: Path) -> None:
+    """Binance's data downloads are zips holding one CSV: read in place, same table."""
+    import zipfile
+
+    text = ("create_time,symbol,sum_open_interest,sum_open_interest_value\n"
+            "2023-01-01 00:05:00,BTCUSDT,100.0,1.6e6\n2023-01-01 00:10:00,BTCUSDT,101.0,1.61e6\n")
+    plain = _write(tmp_path / "oi.csv", text)
+    zipped = tmp_path / "BTCUSDT-metrics-2023-01-01.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("BTCUSDT-metrics-2023-01-01.csv", text)
+    assert load_open_interest(zipped).equals(load_open_interest(plain))
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(two, "w") as archive:
+        archive.writestr("a.csv", text)
+        archive.writestr("b.csv", text)
+    with pytest.raises(DataError, match="holds 2 files"):
+        load_open_interest(two)
+
+
 # ------------------------------------------------------------------------------ liquidations
 
 def test_force_orders_sell_liquidates_a_long(tmp_path: Path) -> None:
