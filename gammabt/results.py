@@ -39,13 +39,19 @@ def _dump(path: Path, data: dict[str, Any]) -> None:
 
 def write_run(result: RunResult, root: str | Path = "results", *,
               tearsheet: bool = True) -> Path:
-    """Write ``result`` to ``root/<run_id>/`` atomically and return that folder."""
+    """Write ``result`` to ``root/<run_id>/`` atomically and return that folder.
+
+    An existing folder is never overwritten: a second run with the same id (same config
+    and data within the same second) goes to ``<run_id>-2`` and so on.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / result.run_id
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    tmp = root / f".tmp-{result.run_id}-{os.getpid()}"
+    n = 1
+    while final.exists():  # the same config run twice within one second
+        n += 1
+        final = root / f"{result.run_id}-{n}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, daily_returns, run
-
-
-def make_bars(n: int = 240, seed: int = 11, drift: float = 0.0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 40_000 * np.exp(np.cumsum(rng.normal(drift, 0.01, n)))
-    open_ = np.r_[40_000, close[:-1]]
-    spread = np.abs(rng.normal(0, 0.003, n)) * close
-    return pd.DataFrame({
-        "ts": pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC").as_unit("us"),
-        "open": open_, "high": np.maximum(open_, close) + spread,
-        "low": np.minimum(open_, close) - spread, "close": close, "volume": 1.0})
-
-
-def make_summary(bars: pd.DataFrame, regime: float, flip_mult: float) -> pd.DataFrame:
-    """One snapshot per bar, stamped at the bar's open (known before it closes)."""
-    close = bars["close"].to_numpy()
-    return pd.DataFrame({"ts": bars["ts"], "spot": close, "gex": regime * 1e8,
-                         "gamma_flip": close * flip_mult, "call_wall": close * 1.2,
-                         "put_wall": close * 0.8, "regime": regime, "n_contracts": 100})
+from tests.data.hand_made import make_bars, make_summary
 
 
 def config(**kw) -> RunConfig:

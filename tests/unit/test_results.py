@@ -1,0 +1,45 @@
+"""The results store writes whole runs or nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import gammabt.results as results
+from gammabt.config import RunConfig
+from gammabt.run import MarketInputs, run
+from tests.data.hand_made import make_bars, make_summary
+
+
+@pytest.fixture(scope="module")
+def result():
+    bars = make_bars(n=24 * 5)
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    return run(RunConfig(bars="unused.csv"), inputs)
+
+
+def test_write_and_read_back(result, tmp_path):
+    folder = results.write_run(result, tmp_path, tearsheet=False)
+    assert folder.name == result.run_id
+    back = results.load_run(folder)
+    assert back["metrics"]["n_bars"] == len(result.equity)
+    pd.testing.assert_frame_equal(back["equity"], result.equity)
+    assert json.loads((folder / "config.json").read_text())["digest"] == result.digest
+
+
+def test_same_run_id_twice_never_overwrites(result, tmp_path):
+    first = results.write_run(result, tmp_path, tearsheet=False)
+    second = results.write_run(result, tmp_path, tearsheet=False)
+    assert second.name == f"{first.name}-2" and first.is_dir()
+
+
+def test_crash_mid_write_leaves_no_run_folder(result, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(results, "write_tearsheet", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        results.write_run(result, tmp_path)
+    assert list(tmp_path.iterdir()) == []
