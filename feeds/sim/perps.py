@@ -150,30 +150,27 @@ class LeverageBook:
         # long level j (centre lo + (j + .5) st) triggers iff ln_low <= centre
         j0 = max(0, math.ceil((ln_low - lo) / st - 0.5))
         j1 = min(n, int((ln_hi_bound - lo) / st) + 2)
-        if j1 > j0:
-            seg = self.longs[j0:j1]
-            nz = np.flatnonzero(seg)
-            long_idx = nz + j0
-            long_size = seg[nz].copy()
-            seg[nz] = 0.0
-            self.total_long = max(self.total_long - float(long_size.sum()), 0.0)
-        else:
-            long_idx, long_size = np.zeros(0, np.int64), np.zeros(0)
+        long_idx, long_size = _take(self.longs, j0, j1)
+        self.total_long = max(self.total_long - float(long_size.sum()), 0.0)
         # short level j triggers iff centre <= ln_high
         k1 = min(n, math.floor((ln_high - lo) / st - 0.5) + 1)
         k0 = max(0, int((ln_lo_bound - lo) / st) - 1)
-        if k1 > k0:
-            seg = self.shorts[k0:k1]
-            nz = np.flatnonzero(seg)
-            short_idx = nz + k0
-            short_size = seg[nz].copy()
-            seg[nz] = 0.0
-            self.total_short = max(self.total_short - float(short_size.sum()), 0.0)
-        else:
-            short_idx, short_size = np.zeros(0, np.int64), np.zeros(0)
+        short_idx, short_size = _take(self.shorts, k0, k1)
+        self.total_short = max(self.total_short - float(short_size.sum()), 0.0)
         return long_idx, long_size, short_idx, short_size
 
     def resync(self) -> None:
         """Recompute the running totals exactly (guards against float drift)."""
         self.total_long = float(self.longs.sum())
         self.total_short = float(self.shorts.sum())
+
+
+def _take(book: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove and return the non-empty levels of ``book[start:stop]`` (index, size)."""
+    if stop <= start:
+        return np.zeros(0, np.int64), np.zeros(0)
+    seg = book[start:stop]
+    nz = np.flatnonzero(seg)
+    size = seg[nz].copy()
+    seg[nz] = 0.0
+    return nz + start, size
