@@ -57,7 +57,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feeds.loaders import _read_csv, _read_parquet, _Sniff, _sniff, load_bars, load_chain, to_utc
+from feeds.loaders import (
+    _DERIBIT_EXPIRY_HOUR,
+    _MONTHS,
+    _read_csv,
+    _read_parquet,
+    _Sniff,
+    _sniff,
+    _to_float,
+    load_bars,
+    load_chain,
+    to_utc,
+)
 from feeds.schema import FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, conform
 from indicators.errors import DataError
 
@@ -72,8 +83,6 @@ __all__ = [
 ]
 
 _FUTURE_NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})$")
-_MONTHS = {m: i for i, m in enumerate(
-    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
 
 
 # --------------------------------------------------------------------------------------
@@ -97,16 +106,6 @@ def _read(sniff: _Sniff) -> tuple[pd.DataFrame, str]:
 def _cols(df: pd.DataFrame) -> dict[str, str]:
     """Lower-case name -> actual name."""
     return {str(c).lower(): str(c) for c in df.columns}
-
-
-def _number(df: pd.DataFrame, col: str, src: str) -> pd.Series:
-    num = pd.to_numeric(df[col], errors="coerce")
-    bad = (num.isna() & df[col].notna()).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"cannot parse {df[col].iloc[i]!r} as a number", source=src, row=i,
-                        column=col, expected="a decimal number", fix="repair or drop the row")
-    return num.astype("float64")
 
 
 def _reject_duplicates(ts: pd.Series, src: str, column: str, keys: pd.DataFrame | None = None,
@@ -154,16 +153,16 @@ def load_funding(path: PathLike) -> pa.Table:
     if {"date", "funding_mean"} <= c.keys():
         day = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%Y-%m-%d")
         out = pd.DataFrame({"ts": day + pd.Timedelta(days=1),
-                            "rate_8h": _number(df, c["funding_mean"], src), "interval_h": 24.0})
+                            "rate_8h": _to_float(df[c["funding_mean"]], c["funding_mean"], src), "interval_h": 24.0})
     elif {"date", "fundingrate"} <= c.keys():
         ts = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%d/%m/%y %H:%M")
-        out = pd.DataFrame({"ts": ts, "rate_8h": _number(df, c["fundingrate"], src),
+        out = pd.DataFrame({"ts": ts, "rate_8h": _to_float(df[c["fundingrate"]], c["fundingrate"], src),
                             "interval_h": 8.0})
     elif {"fundingtime", "fundingrate"} <= c.keys():
         out = pd.DataFrame({"ts": to_utc(df[c["fundingtime"]], c["fundingtime"], src),
-                            "rate_8h": _number(df, c["fundingrate"], src), "interval_h": 8.0})
+                            "rate_8h": _to_float(df[c["fundingrate"]], c["fundingrate"], src), "interval_h": 8.0})
     elif {"calc_time", "last_funding_rate"} <= c.keys():
-        hours = (_number(df, c["funding_interval_hours"], src)
+        hours = (_to_float(df[c["funding_interval_hours"]], c["funding_interval_hours"], src)
                  if "funding_interval_hours" in c else pd.Series(8.0, index=df.index))
         bad = ~(hours > 0).to_numpy()
         if bad.any():
@@ -171,7 +170,7 @@ def load_funding(path: PathLike) -> pa.Table:
             raise DataError(f"funding interval {hours.iloc[i]!r} not positive", source=src,
                             row=i, column="funding_interval_hours", expected="hours > 0",
                             fix="repair the row")
-        rate = _number(df, c["last_funding_rate"], src)
+        rate = _to_float(df[c["last_funding_rate"]], c["last_funding_rate"], src)
         out = pd.DataFrame({"ts": to_utc(df[c["calc_time"]], c["calc_time"], src),
                             "rate_8h": rate * 8.0 / hours, "interval_h": hours})
     elif {"ts", "rate_8h"} <= c.keys():
@@ -216,15 +215,15 @@ def load_open_interest(path: PathLike) -> pa.Table:
     c = _cols(df)
     if {"sumopeninterest", "timestamp"} <= c.keys():
         out = pd.DataFrame({"ts": to_utc(df[c["timestamp"]], c["timestamp"], src),
-                            "oi_btc": _number(df, c["sumopeninterest"], src)})
+                            "oi_btc": _to_float(df[c["sumopeninterest"]], c["sumopeninterest"], src)})
         if "sumopeninterestvalue" in c:
-            out["oi_usd"] = _number(df, c["sumopeninterestvalue"], src)
+            out["oi_usd"] = _to_float(df[c["sumopeninterestvalue"]], c["sumopeninterestvalue"], src)
     elif {"create_time", "sum_open_interest"} <= c.keys():
         # create_time is UTC: epoch numbers or naive text, depending on the export
         ts = to_utc(df[c["create_time"]], c["create_time"], src, naive_utc=True)
-        out = pd.DataFrame({"ts": ts, "oi_btc": _number(df, c["sum_open_interest"], src)})
+        out = pd.DataFrame({"ts": ts, "oi_btc": _to_float(df[c["sum_open_interest"]], c["sum_open_interest"], src)})
         if "sum_open_interest_value" in c:
-            out["oi_usd"] = _number(df, c["sum_open_interest_value"], src)
+            out["oi_usd"] = _to_float(df[c["sum_open_interest_value"]], c["sum_open_interest_value"], src)
     elif "ts" in c and ({"oi_btc", "oi_usd"} & c.keys()):
         out = pd.DataFrame({"ts": to_utc(df[c["ts"]], c["ts"], src)})
         out["oi_btc"] = df[c["oi_btc"]] if "oi_btc" in c else np.nan
@@ -300,7 +299,7 @@ def _first_positive(df: pd.DataFrame, c: dict[str, str], names: Sequence[str],
     for name in names:
         if name not in c:
             continue
-        vals = _number(df, c[name], src)
+        vals = _to_float(df[c[name]], c[name], src)
         result = vals if result is None else result.where(result > 0, vals)
     if result is None:
         raise DataError(f"none of the columns {list(names)} present", source=src,
@@ -319,7 +318,8 @@ def future_expiry(name: str) -> pd.Timestamp | None:
         return None
     day, mon, yy = int(m.group(2)), _MONTHS[m.group(3)], int(m.group(4))
     try:
-        return pd.Timestamp(year=2000 + yy, month=mon, day=day, hour=8, tz="UTC")
+        return pd.Timestamp(year=2000 + yy, month=mon, day=day, hour=_DERIBIT_EXPIRY_HOUR,
+                            tz="UTC")
     except ValueError:
         return None
 
