@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from feeds.cache import file_sha256
 from indicators.errors import ConfigError
 from strategies.registry import check_params, get_strategy
 
@@ -187,15 +188,13 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Content hash of a file (or of every file in a folder, in name order)."""
+def input_sha256(path: str | Path) -> str:
+    """Content hash of an input: a file's bytes, or for a folder (a simulated market)
+    the relative name and content hash of every file in it, in name order."""
     path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for item in files:
-        if path.is_dir():
-            digest.update(str(item.relative_to(path)).encode())
-        with open(item, "rb") as handle:
-            while block := handle.read(chunk):
-                digest.update(block)
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path)}\0{file_sha256(item)}\n".encode())
     return digest.hexdigest()

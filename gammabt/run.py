@@ -27,7 +27,7 @@ from feeds.derivs import (
 )
 from feeds.loaders import bar_freq, load_bars, load_chain
 from gammabt.analyzers import EquityCurve, OrderLog, TradeLog
-from gammabt.config import RunConfig, file_sha256
+from gammabt.config import RunConfig, input_sha256
 from gammabt.report import compute_metrics
 from indicators import gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
@@ -89,7 +89,7 @@ def package_versions() -> dict[str, str]:
 
 def load_inputs(config: RunConfig) -> MarketInputs:
     """Read the config's input files into canonical tables and the feed's analytics."""
-    hashes = {role: file_sha256(path) for role, path in config.inputs().items()}
+    hashes = {role: input_sha256(path) for role, path in config.inputs().items()}
     notes: list[str] = []
     tables: dict[str, pa.Table | None] = dict.fromkeys(
         ("chain", "funding", "futures", "perp", "oi", "liquidations"))

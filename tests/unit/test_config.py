@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from gammabt.config import RunConfig, file_sha256
+from gammabt.config import RunConfig, input_sha256
 from indicators.errors import ConfigError
 
 
@@ -68,10 +70,10 @@ def test_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
         RunConfig.from_toml(tmp_path / "bad.toml")
 
 
-def test_file_sha256_of_file_and_folder(tmp_path):
+def test_input_sha256_of_file_and_folder(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("one")
-    first = file_sha256(tmp_path / "d")
+    first = input_sha256(tmp_path / "d")
     (tmp_path / "d" / "a.txt").write_text("two")
-    assert file_sha256(tmp_path / "d") != first
-    assert file_sha256(tmp_path / "d" / "a.txt") == file_sha256(tmp_path / "d" / "a.txt")
+    assert input_sha256(tmp_path / "d") != first
+    assert input_sha256(tmp_path / "d" / "a.txt") == hashlib.sha256(b"two").hexdigest()
