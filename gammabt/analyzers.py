@@ -27,6 +27,36 @@ class EquityCurve(bt.Analyzer):
         return frame
 
 
+class PositionLog(bt.Analyzer):
+    """Every open position at every bar close: ``ts, instrument, qty, mark, notional,
+    unrealized_usd, margin_used_usd`` (bars without a position in an instrument have no
+    row). Needs the :class:`gammabt.broker.AccountBroker`."""
+
+    COLUMNS = ("ts", "instrument", "qty", "mark", "notional", "unrealized_usd",
+               "margin_used_usd")
+
+    def start(self) -> None:
+        self.rows: list[tuple] = []
+
+    def next(self) -> None:
+        broker = self.strategy.broker
+        for data, pos in broker.positions.items():
+            if pos.size:
+                mark = data.close[0]
+                self.rows.append((data.datetime[0], data._name, pos.size, mark,
+                                  pos.size * mark, pos.size * (mark - pos.price),
+                                  broker.margin_used(data)))
+
+    def get_analysis(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows, columns=list(self.COLUMNS))
+        frame["ts"] = _utc([bt.num2date(t) for t in frame["ts"]])
+        return frame.astype({"instrument": str, "qty": float, "mark": float})
+
+
+def _utc(values) -> pd.Series:
+    return pd.Series(pd.to_datetime(list(values))).dt.tz_localize("UTC").dt.as_unit("us")
+
+
 class OrderLog(bt.Analyzer):
     """Every order's final state: completed, canceled, margin (rejected for cash) ..."""
 
@@ -39,6 +69,7 @@ class OrderLog(bt.Analyzer):
         data = order.data
         self.rows.append({
             "ts": data.datetime.datetime(0),
+            "instrument": data._name,
             "ref": order.ref,
             "side": "buy" if order.isbuy() else "sell",
             "status": _STATUS[order.status],
@@ -47,11 +78,12 @@ class OrderLog(bt.Analyzer):
             "filled": order.executed.size,
             "commission": order.executed.comm,
             "value": order.executed.value,
+            "reason": order.info.get("refused") or order.info.get("reason") or "",
         })
 
     def get_analysis(self) -> pd.DataFrame:
-        columns = ["ts", "ref", "side", "status", "size", "price", "filled", "commission",
-                   "value"]
+        columns = ["ts", "instrument", "ref", "side", "status", "size", "price", "filled",
+                   "commission", "value", "reason"]
         frame = pd.DataFrame(self.rows, columns=columns)
         frame["ts"] = pd.to_datetime(frame["ts"]).dt.tz_localize("UTC").dt.as_unit("us")
         return frame

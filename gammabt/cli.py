@@ -28,13 +28,14 @@ DEMO_SEED = 7
 DEMO_DAYS = 90
 
 
-def _parse_params(pairs: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+def _parse_params(pairs: tuple[str, ...], option: str = "--param",
+                  ) -> tuple[tuple[str, Any], ...]:
     out = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--param {pair!r} is not key=value", column="params",
-                              expected="--param name=value", fix="e.g. --param lookback=8")
+            raise ConfigError(f"{option} {pair!r} is not key=value", column=option[2:],
+                              expected=f"{option} name=value", fix="e.g. --param lookback=8")
         out.append((key.strip(), value.strip()))
     return tuple(out)
 
@@ -52,7 +53,11 @@ def _print_metrics(metrics: dict[str, Any], title: str) -> None:
             ("sortino", "Sortino (365)"), ("max_drawdown", "Max drawdown"),
             ("volatility_ann", "Volatility (ann.)"), ("n_trades", "Closed trades"),
             ("trade_win_rate", "Trade win rate"), ("n_orders", "Orders"),
-            ("n_rejected", "Rejected orders"), ("final_value", "Final value (USD)"),
+            ("n_rejected", "Rejected orders"), ("fees_paid_usd", "Fees paid (USD)"),
+            ("funding_paid_usd", "Funding paid (USD)"),
+            ("funding_received_usd", "Funding received (USD)"),
+            ("borrow_paid_usd", "Borrow paid (USD)"), ("n_liquidations", "Liquidations"),
+            ("max_margin_usage", "Max margin usage"), ("final_value", "Final value (USD)"),
             ("benchmark_total_return", "Buy & hold total return")]
     table = Table(title=title, show_header=True)
     table.add_column("metric")
@@ -68,9 +73,16 @@ def _report_run(result, folder: Path) -> None:
         console.print(f"[dim]{note}[/dim]")
     _print_metrics(result.metrics, f"{result.config.strategy}: {result.run_id}")
     if result.n_rejected:
-        err_console.print(f"[bold red]WARNING: {result.n_rejected} order(s) were rejected by "
-                          "the broker (margin/cash); see orders.parquet and lower --percent "
-                          "or the strategy's sizing.[/bold red]")
+        why = ", ".join(f"{n} {reason.replace('_', ' ')}"
+                        for reason, n in result.metrics.get("refusals", {}).items())
+        err_console.print(f"[bold red]WARNING: {result.n_rejected} order(s) were refused by "
+                          f"the broker ({why or 'margin/cash'}); see orders.parquet. Lower "
+                          "--percent, enable --borrow for short spot, or trade the perp."
+                          "[/bold red]")
+    if result.metrics.get("n_liquidations"):
+        err_console.print(f"[bold red]The account was liquidated "
+                          f"{result.metrics['n_liquidations']} time(s); see ledger.parquet."
+                          "[/bold red]")
     console.print(f"Tearsheet: {folder / 'tearsheet.html'}")
     console.print(f"Run folder: {folder}  ({result.elapsed_s:.1f} s)")
 
@@ -119,7 +131,7 @@ def cli(debug: bool) -> None:
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
 def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
-    """Simulate a market, run the gamma-flip strategy on it, write a tearsheet."""
+    """Simulate a market, run the gamma-flip strategy on its perpetual, write a tearsheet."""
     from feeds.synthetic import simulate
     from gammabt.config import RunConfig
     from gammabt.results import write_run
@@ -131,7 +143,8 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
     if not (market_dir / "market.json").exists():
         market = simulate(scenario, days=days, freq="1h", seed=seed)
         market.write(market_dir, overwrite=True)
-    config = RunConfig(strategy="gamma_flip", market=str(market_dir), label="demo")
+    config = RunConfig(strategy="gamma_flip", market=str(market_dir), label="demo",
+                       instrument="perp")
     result = run_backtest(config)
     folder = write_run(result, results_dir)
     _report_run(result, folder)
@@ -175,10 +188,20 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
                                              "short_calls_long_puts", "explicit"]),
               help="Dealer positioning for GEX. [default: auto = explicit positions when "
                    "the chain has them, else long calls / short puts]")
+@click.option("--instrument", type=click.Choice(["spot", "perp"]),
+              help="What single-leg strategies trade. [default: spot]")
+@click.option("--borrow/--no-borrow", default=None,
+              help="Allow short spot sales, charged the spot borrow APR. [default: no]")
+@click.option("--term", "terms", multiple=True, metavar="KIND.FIELD=V",
+              help="Trading terms per instrument kind (spot, perp, future), repeatable: "
+                   "taker_bps, maker_bps, leverage, mmr, liquidation_fee_bps, borrow_apr; "
+                   "e.g. --term perp.leverage=5.")
+@click.option("--front-min-dte", type=float,
+              help="Days to expiry below which the front series rolls. [default: 7]")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
-def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path,
-            **options: Any) -> None:
+def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
+            results_dir: Path, **options: Any) -> None:
     """Run one backtest and write results/<run_id>/ (metrics, trades, tearsheet)."""
     from gammabt.config import RunConfig
     from gammabt.results import write_run
@@ -196,6 +219,18 @@ def run_cmd(config_file: Path | None, params: tuple[str, ...], results_dir: Path
     merged = dict(data.get("params", {}))
     merged.update(dict(_parse_params(params)))
     data["params"] = merged
+    merged_terms = {kind: dict(values) for kind, values in data.get("terms", {}).items()}
+    for key, value in _parse_params(terms, option="--term"):
+        kind, dot, field = key.partition(".")
+        if not dot:
+            raise ConfigError(f"--term {key}={value} has no instrument kind", column="terms",
+                              expected="--term KIND.FIELD=VALUE", fix="e.g. --term perp.mmr=0.01")
+        try:
+            merged_terms.setdefault(kind, {})[field] = float(value)
+        except ValueError:
+            raise ConfigError(f"--term {key}={value!r} is not a number", column="terms",
+                              expected="a number", fix="e.g. --term perp.taker_bps=4") from None
+    data["terms"] = merged_terms
     config = RunConfig.from_mapping(data, source="command line")
     result = run_backtest(config)
     folder = write_run(result, results_dir)

@@ -18,11 +18,14 @@ from typing import Any, Literal
 import pandas as pd
 
 from feeds.cache import file_sha256
+from gammabt.broker import Terms, resolve_terms
 from indicators.errors import ConfigError
 from strategies.registry import check_params, get_strategy
 
 Dealer = Literal["auto", "long_calls_short_puts", "short_calls_long_puts", "explicit"]
 DEALERS = ("auto", "long_calls_short_puts", "short_calls_long_puts", "explicit")
+Instrument = Literal["spot", "perp"]
+INSTRUMENTS = ("spot", "perp")
 INPUTS = ("bars", "chain", "spot", "market", "funding", "futures", "perp", "oi",
           "liquidations")
 
@@ -58,6 +61,10 @@ class RunConfig:
     max_staleness: str = "26h"
     zscore_window: int = 30
     dealer: Dealer = "auto"  # explicit positions when the chain has them, else the default
+    instrument: Instrument = "spot"  # what single-leg strategies trade (the first feed)
+    borrow: bool = False  # allow short spot sales (charged the spot borrow APR)
+    terms: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # per-kind overrides
+    front_min_dte: float = 7.0  # days: the front series rolls to the next expiry below it
     runonce: bool = True
     preload: bool = True
     label: str | None = None
@@ -83,6 +90,23 @@ class RunConfig:
                 raise ConfigError(f"{name}={value} out of range", column=name,
                                   expected=f"a number in [{low:g}, {high:g}]",
                                   fix=f"set {name} to a sensible value")
+        object.__setattr__(self, "terms", _freeze_terms(self.terms))
+        if self.instrument not in INSTRUMENTS:
+            raise ConfigError(f"unknown instrument {self.instrument!r}", column="instrument",
+                              expected=f"one of {list(INSTRUMENTS)}",
+                              fix="trade spot (default) or perp")
+        if not (0 <= self.front_min_dte < 3650):
+            raise ConfigError(f"front_min_dte={self.front_min_dte}", column="front_min_dte",
+                              expected="days in [0, 3650)", fix="e.g. 7")
+        leverage = self.resolved_terms()[self.instrument].leverage
+        if self.percent > 100 * leverage:
+            raise ConfigError(
+                f"percent={self.percent:g} needs {self.percent / 100:g}x leverage on "
+                f"{self.instrument}, whose leverage is {leverage:g}x", column="percent",
+                expected=f"percent <= {100 * leverage:g} for {self.instrument}",
+                fix="lower --percent, or trade the perp (--instrument perp) with "
+                    "--term perp.leverage=N" if self.instrument == "spot"
+                else f"lower --percent or raise --term {self.instrument}.leverage")
         if self.dealer not in DEALERS:
             raise ConfigError(f"unknown dealer convention {self.dealer!r}", column="dealer",
                               expected=f"one of {list(DEALERS)}",
@@ -109,6 +133,11 @@ class RunConfig:
                     stamp = stamp.tz_localize("UTC")
                 object.__setattr__(self, name, stamp.tz_convert("UTC").isoformat())
 
+    def resolved_terms(self) -> dict[str, Terms]:
+        """Trading terms per instrument kind (defaults, the run's taker fee, overrides)."""
+        return resolve_terms({kind: dict(items) for kind, items in self.terms},
+                             taker_bps=self.commission_bps)
+
     # -- identity -------------------------------------------------------------------
     @property
     def strategy_params(self) -> dict[str, Any]:
@@ -128,6 +157,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["params"] = dict(self.params)
+        data["terms"] = {kind: dict(items) for kind, items in self.terms}
         data.pop("extra")
         return data
 
@@ -159,6 +189,10 @@ class RunConfig:
                                   expected="[params] with key = value lines",
                                   fix="write strategy parameters under a [params] table")
             data["params"] = tuple(sorted(params.items()))
+        if "terms" in data and not isinstance(data["terms"], dict):
+            raise ConfigError("terms must be a table of tables", source=source,
+                              column="terms", expected="[terms.perp] with key = value lines",
+                              fix="write e.g. [terms.perp] taker_bps = 4")
         if isinstance(data.get("chain"), list | tuple):
             data["chain"] = tuple(data["chain"])
         return cls(**data)
@@ -186,6 +220,21 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    """``{"perp": {"taker_bps": 4}}`` (TOML ``[terms.perp]``) -> sorted, hashable tuples."""
+    if isinstance(terms, dict):
+        items = terms.items()
+    else:
+        items = terms
+    out = []
+    for kind, values in items:
+        values = dict(values) if not isinstance(values, dict) else values
+        out.append((str(kind), tuple(sorted(values.items()))))
+    frozen = tuple(sorted(out))
+    resolve_terms({kind: dict(values) for kind, values in frozen})  # validates
+    return frozen
 
 
 def input_sha256(path: str | Path) -> str:

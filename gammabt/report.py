@@ -378,6 +378,67 @@ def _check_periods(periods_per_year: Any) -> int:
     return int(periods_per_year)
 
 
+def account_metrics(ledger: pd.DataFrame, positions: pd.DataFrame, equity: pd.DataFrame,
+                    *, spot_instruments: tuple[str, ...] = ("spot",)) -> dict[str, Any]:
+    """Cash-flow and exposure figures of a run's account (USD unless a ratio).
+
+    Parameters
+    ----------
+    ledger
+        ``ts, instrument, kind, qty, price, amount_usd`` (one row per cash movement).
+    positions
+        ``ts, instrument, qty, mark, notional, unrealized_usd, margin_used_usd`` per bar
+        and open position.
+    equity
+        Per bar ``ts, value`` (the account value at each bar close).
+    spot_instruments
+        Names of spot legs (their PnL includes the holdings' value, not a mark PnL).
+
+    Returns
+    -------
+    dict
+        ``fees_paid_usd`` (fees, liquidation fees excluded, as a positive number),
+        ``funding_paid_usd`` and ``funding_received_usd`` (both >= 0), ``borrow_paid_usd``,
+        ``n_liquidations`` (forced-close events), ``max_margin_usage`` (max over bars of
+        initial margin used / account value), ``gross_exposure_max`` and
+        ``gross_exposure_mean`` (sum of |notional| / value), ``net_exposure_mean``
+        (sum of notional / value), and ``pnl_by_instrument`` (ledger amounts plus the
+        final holdings value for spot or unrealized PnL for derivatives; they add up to
+        final value minus initial cash).
+    """
+    amount = ledger["amount_usd"]
+    kind = ledger["kind"]
+    funding = amount[kind == "funding"]
+    liq_events = ledger.loc[kind == "liquidation", "ts"].nunique()
+    out: dict[str, Any] = {
+        "fees_paid_usd": float(-amount[kind == "fee"].sum()),
+        "funding_paid_usd": float(-funding[funding < 0].sum()),
+        "funding_received_usd": float(funding[funding > 0].sum()),
+        "borrow_paid_usd": float(-amount[kind == "borrow"].sum()),
+        "n_liquidations": int(liq_events),
+    }
+    value = equity.set_index("ts")["value"]
+    if len(positions):
+        per_bar = positions.assign(gross=positions["notional"].abs()).groupby("ts")[
+            ["margin_used_usd", "gross", "notional"]].sum()
+        per_bar = per_bar.reindex(value.index, fill_value=0.0).div(value, axis=0)
+        out["max_margin_usage"] = float(per_bar["margin_used_usd"].max())
+        out["gross_exposure_max"] = float(per_bar["gross"].max())
+        out["gross_exposure_mean"] = float(per_bar["gross"].mean())
+        out["net_exposure_mean"] = float(per_bar["notional"].mean())
+    else:
+        out.update(max_margin_usage=0.0, gross_exposure_max=0.0, gross_exposure_mean=0.0,
+                   net_exposure_mean=0.0)
+    pnl = amount.groupby(ledger["instrument"]).sum()
+    if len(positions) and len(value):
+        last = positions[positions["ts"] == value.index[-1]].set_index("instrument")
+        final = np.where(last.index.isin(spot_instruments), last["notional"],
+                         last["unrealized_usd"])
+        pnl = pnl.add(pd.Series(final, index=last.index), fill_value=0.0)
+    out["pnl_by_instrument"] = {str(k): float(v) for k, v in pnl.sort_index().items()}
+    return out
+
+
 def compute_metrics(
     returns: pd.Series,
     benchmark: pd.Series | None = None,

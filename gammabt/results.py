@@ -20,7 +20,8 @@ from gammabt.report import write_tearsheet
 from gammabt.run import RunResult
 
 FILES = ("config.json", "metrics.json", "returns.parquet", "equity.parquet",
-         "trades.parquet", "orders.parquet", "tearsheet.html")
+         "trades.parquet", "orders.parquet", "ledger.parquet", "positions.parquet",
+         "tearsheet.html")
 
 
 def _json_safe(value: Any) -> Any:
@@ -71,6 +72,8 @@ def write_run(result: RunResult, root: str | Path = "results", *,
         result.equity.to_parquet(tmp / "equity.parquet", index=False)
         result.trades.to_parquet(tmp / "trades.parquet", index=False)
         result.orders.to_parquet(tmp / "orders.parquet", index=False)
+        result.ledger.to_parquet(tmp / "ledger.parquet", index=False)
+        result.positions.to_parquet(tmp / "positions.parquet", index=False)
         if tearsheet:
             write_tearsheet(result.returns, result.benchmark, tmp / "tearsheet.html",
                             title=f"gammabt {result.config.strategy} ({result.run_id})")
@@ -91,4 +94,6 @@ def load_run(folder: str | Path) -> dict[str, Any]:
         "equity": pd.read_parquet(folder / "equity.parquet"),
         "trades": pd.read_parquet(folder / "trades.parquet"),
         "orders": pd.read_parquet(folder / "orders.parquet"),
+        "ledger": pd.read_parquet(folder / "ledger.parquet"),
+        "positions": pd.read_parquet(folder / "positions.parquet"),
     }

@@ -17,7 +17,7 @@ import backtrader as bt
 import pandas as pd
 import pyarrow as pa
 
-from feeds.btfeed import GammaFeed
+from feeds.btfeed import build_arrays
 from feeds.derivs import (
     load_funding,
     load_futures,
@@ -25,16 +25,27 @@ from feeds.derivs import (
     load_open_interest,
     load_perp,
 )
+from feeds.legs import (
+    InstrumentFeed,
+    Leg,
+    bar_leg_lines,
+    front_leg_lines,
+    funding_per_bar,
+    future_legs,
+    leg_feed,
+    with_lines,
+)
 from feeds.loaders import bar_freq, load_bars, load_chain
-from gammabt.analyzers import EquityCurve, OrderLog, TradeLog
+from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
+from gammabt.broker import AccountBroker
 from gammabt.config import RunConfig, input_sha256
-from gammabt.report import compute_metrics
+from gammabt.report import account_metrics, compute_metrics
 from indicators import gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
-from indicators.errors import DataError
+from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
 from strategies.registry import get_strategy
-from strategies.sizing import FractionalCommission, PercentOfEquity
+from strategies.sizing import PercentOfEquity
 
 PACKAGES = ("gammabt", "backtrader", "pandas", "numpy", "pyarrow", "quantstats",
             "matplotlib")
@@ -50,6 +61,9 @@ class MarketInputs:
     extra: pd.DataFrame | None = None
     liq_lines: pd.DataFrame | None = None
     liq_map: LiqMap | None = None
+    perp: pd.DataFrame | None = None  # perpetual OHLCV on (a subset of) the bars' clock
+    futures: pa.Table | None = None  # canonical FUTURES: one tradable leg per expiry
+    funding: pa.Table | None = None  # canonical FUNDING: paid by perp positions
     input_hashes: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -67,6 +81,8 @@ class RunResult:
     trades: pd.DataFrame
     orders: pd.DataFrame
     metrics: dict[str, Any]
+    ledger: pd.DataFrame  # every cash movement: ts, instrument, kind, qty, price, amount_usd
+    positions: pd.DataFrame  # per bar and open position: qty, mark, notional, PnL, margin
     input_hashes: dict[str, str]
     versions: dict[str, str]
     notes: tuple[str, ...] = ()
@@ -99,7 +115,7 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         market = load_market(config.market)
         bars_table = market.bars
         tables.update(chain=market.chain, funding=market.funding, futures=market.futures,
-                      oi=market.perp_oi, liquidations=market.liquidations)
+                      oi=market.perp_oi, liquidations=market.liquidations, perp=market.perp)
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
     else:
         bars_table = load_bars(config.bars, freq=config.freq)
@@ -138,8 +154,10 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         notes.append(f"liquidation map estimated from {source}"
                      + (" with observed liquidations" if tables["liquidations"] is not None
                         else ""))
+    perp = None if tables["perp"] is None else _clip(tables["perp"].to_pandas(), config)
     return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
                         liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
+                        perp=perp, futures=tables["futures"], funding=tables["funding"],
                         input_hashes=hashes, notes=tuple(notes))
 
 
@@ -199,23 +217,58 @@ def _clip(bars: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     return bars.reset_index(drop=True)
 
 
+def build_legs(config: RunConfig, inputs: MarketInputs) -> list[InstrumentFeed]:
+    """One feed per tradable instrument on the spot bars' clock, the traded one first.
+
+    Spot always; the perpetual when perp bars are given (funding from the funding
+    input); one dated future per expiry of the futures input plus the ``front`` signal
+    series. Every feed carries the spot feed's gamma, liquidation and basis lines.
+    """
+    arrays = build_arrays(inputs.bars, summary=inputs.summary, strikes=inputs.strikes,
+                          extra=inputs.extra, liq_lines=inputs.liq_lines,
+                          liq_map=inputs.liq_map, max_staleness=config.max_staleness)
+    feeds = {"spot": leg_feed(arrays, Leg("spot", "spot"))}
+    if inputs.perp is not None:
+        lines = bar_leg_lines(arrays, inputs.perp)
+        if inputs.funding is not None:
+            lines["funding_rate"] = funding_per_bar(arrays, inputs.funding)
+        feeds["perp"] = leg_feed(with_lines(arrays, lines), Leg("perp", "perp"))
+    if inputs.futures is not None:
+        legs = future_legs(inputs.futures, arrays, arrays.lines["close"])
+        for leg, lines in sorted(legs.items(), key=lambda item: item[0].expiry):
+            feeds[leg.name] = leg_feed(with_lines(arrays, lines), leg)
+        if legs:
+            front = front_leg_lines(arrays, legs, min_dte_days=config.front_min_dte)
+            feeds["front"] = leg_feed(with_lines(arrays, front), Leg("front", "front"))
+    if config.instrument not in feeds:
+        raise ConfigError(f"instrument {config.instrument!r} has no prices in this run",
+                          column="instrument", expected="--perp FILE (or a simulated "
+                          "market) to trade the perpetual",
+                          fix="pass --perp, or trade spot (--instrument spot)")
+    first = feeds.pop(config.instrument)
+    return [first, *feeds.values()]
+
+
 def build_cerebro(config: RunConfig, inputs: MarketInputs) -> bt.Cerebro:
-    """A Cerebro with the feed, broker costs, sizer, strategy and recording analyzers."""
+    """A Cerebro with one feed per instrument, the account broker, sizer, strategy and
+    recording analyzers."""
     cerebro = bt.Cerebro(stdstats=False, runonce=config.runonce, preload=config.preload,
                          maxcpus=1)
-    feed = GammaFeed.from_frames(inputs.bars, summary=inputs.summary, strikes=inputs.strikes,
-                                 extra=inputs.extra, liq_lines=inputs.liq_lines,
-                                 liq_map=inputs.liq_map, max_staleness=config.max_staleness,
-                                 name="BTC")
-    cerebro.adddata(feed)
+    feeds = build_legs(config, inputs)
+    for feed in feeds:
+        cerebro.adddata(feed, name=feed.leg.name)
+    terms = config.resolved_terms()
+    broker = AccountBroker()
+    broker.setup({f.leg.name: (f.leg, terms[f.leg.kind]) for f in feeds},
+                 borrow=config.borrow, bar_seconds=feeds[0].arrays.bar_freq_us / 1e6)
+    cerebro.broker = broker
     cerebro.broker.setcash(config.cash)
-    cerebro.broker.addcommissioninfo(
-        FractionalCommission(commission=config.commission_bps / 1e4))
     if config.slippage_bps > 0:
         cerebro.broker.set_slippage_perc(config.slippage_bps / 1e4)
     cerebro.addsizer(PercentOfEquity, percent=config.percent)
     cerebro.addstrategy(get_strategy(config.strategy), **config.strategy_params)
     cerebro.addanalyzer(EquityCurve, _name="equity")
+    cerebro.addanalyzer(PositionLog, _name="positions")
     cerebro.addanalyzer(OrderLog, _name="orders")
     cerebro.addanalyzer(TradeLog, _name="trades")
     return cerebro
@@ -262,11 +315,18 @@ def run(config: RunConfig, inputs: MarketInputs | None = None) -> RunResult:
                               orders=orders)
     metrics["final_value"] = float(equity["value"].iloc[-1]) if len(equity) else config.cash
     metrics["n_bars"] = len(equity)
+    broker = strategy.broker
+    ledger = broker.ledger_frame()
+    positions = strategy.analyzers.positions.get_analysis()
+    metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
+        name for name, (leg, _) in broker.legs.items() if leg.kind == "spot")))
+    metrics["refusals"] = dict(sorted(broker.refusals.items()))
     digest = config.digest(inputs.input_hashes)
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp}-{config.label or config.strategy}-{digest[:8]}"
     return RunResult(config=config, run_id=run_id, digest=digest, returns=returns,
                      benchmark=benchmark, equity=equity, trades=trades, orders=orders,
-                     metrics=metrics, input_hashes=inputs.input_hashes,
+                     metrics=metrics, ledger=ledger, positions=positions,
+                     input_hashes=inputs.input_hashes,
                      versions=package_versions(), notes=inputs.notes,
                      elapsed_s=time.perf_counter() - started)

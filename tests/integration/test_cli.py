@@ -80,10 +80,27 @@ def test_simulate_then_run_on_the_folder(tmp_path):
     assert main(["simulate", "--scenario", "gamma_squeeze_down", "--days", "20",
                  "--seed", "3", "--out", str(market)]) == 0
     results = tmp_path / "results"
-    assert main(["run", "--market", str(market), "--results", str(results)]) == 0
-    metrics = _check_run_folder(_only_run(results))
+    assert main(["run", "--market", str(market), "--instrument", "perp",
+                 "--results", str(results)]) == 0
+    folder = _only_run(results)
+    metrics = _check_run_folder(folder)
     assert metrics["n_trades"] > 0
     assert metrics["n_rejected"] == 0
+    ledger = pd.read_parquet(folder / "ledger.parquet")
+    assert set(ledger["kind"]) >= {"fill", "fee"}
+    assert metrics["fees_paid_usd"] == pytest.approx(-ledger.loc[ledger["kind"] == "fee",
+                                                                 "amount_usd"].sum())
+
+
+def test_short_spot_without_borrowing_is_refused_and_said(tmp_path, capsys):
+    market = tmp_path / "market"
+    assert main(["simulate", "--scenario", "gamma_squeeze_down", "--days", "20",
+                 "--seed", "3", "--out", str(market)]) == 0
+    results = tmp_path / "results"
+    assert main(["run", "--market", str(market), "--results", str(results)]) == 0
+    metrics = json.loads((_only_run(results) / "metrics.json").read_text())
+    assert metrics["refusals"].get("short_without_borrow", 0) >= 1
+    assert "short without borrow" in capsys.readouterr().err
 
 
 def test_same_config_same_numbers(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, daily_returns, run
+from indicators.errors import ConfigError
 from tests.data.hand_made import make_bars, make_summary
 
 
@@ -17,7 +18,7 @@ def config(**kw) -> RunConfig:
 def test_short_gamma_momentum_trades_open_and_close():
     bars = make_bars()
     inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
-    result = run(config(params=(("max_hold", 6),)), inputs)
+    result = run(config(params=(("max_hold", 6),), borrow=True), inputs)
     trades = result.trades
     assert len(trades) >= 5, "positions must be closed, not held forever"
     assert (trades["bars"] <= 6 + 1).all()
@@ -39,12 +40,21 @@ def test_long_only_never_shorts():
     assert not (result.trades["side"] == "short").any()
 
 
-def test_oversized_orders_are_counted_as_rejected():
+def test_short_spot_without_borrowing_is_refused_and_counted():
     bars = make_bars()
     inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
-    result = run(config(percent=250.0), inputs)
-    assert result.metrics["n_rejected"] > 0
-    assert result.metrics["n_rejected"] == int((result.orders["status"] == "margin").sum())
+    result = run(config(), inputs)
+    refused = result.orders[result.orders["status"] == "rejected"]
+    assert len(refused) > 0 and (refused["reason"] == "short_without_borrow").all()
+    assert result.metrics["n_rejected"] == len(refused)
+    assert result.metrics["refusals"] == {"short_without_borrow": len(refused)}
+    assert (result.equity["position"] >= -1e-12).all()
+
+
+def test_spot_above_100_percent_is_a_config_error():
+    with pytest.raises(ConfigError, match="leverage"):
+        config(percent=250.0)
+    assert config(percent=250.0, instrument="perp").percent == 250.0
 
 
 def test_buy_and_hold_equity_is_cash_plus_position():
