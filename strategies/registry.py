@@ -1,14 +1,24 @@
-"""The explicit registry of strategies a run can name (no discovery magic)."""
+"""The explicit registry of strategies a run can name (no discovery magic).
+
+Registered strategies must declare a range for every numeric parameter (a unit test
+walks :data:`STRATEGIES`). See :mod:`strategies.params` for the rules.
+"""
 
 from __future__ import annotations
-
-import difflib
 
 import backtrader as bt
 
 from indicators.errors import ConfigError
 from strategies.buy_and_hold import BuyAndHold
 from strategies.gamma_flip import GammaFlip
+from strategies.params import (
+    check_value,
+    declared_ranges,
+    did_you_mean,
+    strategy_params,
+)
+
+__all__ = ["STRATEGIES", "check_params", "get_strategy", "strategy_params"]
 
 STRATEGIES: dict[str, type[bt.Strategy]] = {
     "gamma_flip": GammaFlip,
@@ -23,49 +33,50 @@ def get_strategy(name: str) -> type[bt.Strategy]:
     except KeyError:
         raise ConfigError(f"unknown strategy {name!r}", column="strategy",
                           expected=f"one of {sorted(STRATEGIES)}",
-                          fix=_did_you_mean(name, STRATEGIES)) from None
-
-
-def strategy_params(cls: type[bt.Strategy]) -> dict[str, object]:
-    """The strategy's Backtrader params and their defaults."""
-    return dict(cls.params._getitems())
+                          fix=did_you_mean(name, STRATEGIES)) from None
 
 
 def check_params(cls: type[bt.Strategy], params: dict[str, object]) -> dict[str, object]:
-    """Validate ``params`` against the strategy's declared params, casting to their types.
+    """Validate ``params`` against the strategy's params and declared ranges.
 
-    Values from the command line arrive as strings: they are cast to the type of the
-    default (bool accepts true/false/1/0/yes/no).
+    Parameters
+    ----------
+    cls
+        The strategy class (from :func:`get_strategy`).
+    params
+        Parameter name -> value. Command-line values arrive as strings and are cast to
+        the type of the default (bool accepts true/false/1/0/yes/no/on/off); TOML
+        values arrive typed and are checked as they are.
+
+    Returns
+    -------
+    dict
+        The cast values, for the parameters given only (defaults are not filled in).
+
+    Raises
+    ------
+    ConfigError
+        An unknown parameter (with a "did you mean" hint); a value of the wrong type
+        (``lookback=2.5`` for an integer is refused, not truncated); NaN or infinity;
+        a value outside the declared range. The message names the strategy, the
+        parameter, the range and how to set it.
     """
     known = strategy_params(cls)
+    ranges = declared_ranges(cls)
+    owner = strategy_label(cls)
     out: dict[str, object] = {}
     for key, value in params.items():
         if key not in known:
-            raise ConfigError(f"unknown parameter {key!r} for strategy {cls.__name__}",
+            raise ConfigError(f"unknown parameter {key!r} for strategy {owner}",
                               column="params", expected=f"one of {sorted(known)}",
-                              fix=_did_you_mean(key, known))
-        out[key] = _cast(key, value, known[key])
+                              fix=did_you_mean(key, known))
+        out[key] = check_value(owner, key, value, known[key], ranges.get(key))
     return out
 
 
-def _cast(key: str, value: object, default: object) -> object:
-    if default is None or not isinstance(value, str):
-        return value
-    try:
-        if isinstance(default, bool):
-            lowered = value.strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(value)
-        return type(default)(value)
-    except ValueError:
-        raise ConfigError(f"parameter {key}={value!r} is not a {type(default).__name__}",
-                          column="params", expected=f"like the default {default!r}",
-                          fix=f"pass --param {key}=<{type(default).__name__}>") from None
-
-
-def _did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"did you mean {close[0]!r}?" if close else f"choose one of {sorted(choices)}"
+def strategy_label(cls: type[bt.Strategy]) -> str:
+    """How messages name a strategy: its registered name, else ``module:Class``."""
+    for name, registered in STRATEGIES.items():
+        if registered is cls:
+            return name
+    return f"{cls.__module__}:{cls.__qualname__}"
