@@ -8,12 +8,22 @@ of equity, fractional BTC) decides *how much*. Orders rejected by the broker
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import backtrader as bt
 
+from strategies.params import ParamRange
+
 
 class GammaStrategy(bt.Strategy):
-    """Base class: target a direction (-1, 0, +1) and let the sizer size it."""
+    """Base class: target a direction (-1, 0, +1) and let the sizer size it.
+
+    Subclasses declare Backtrader ``params`` and, as plain class data, the allowed
+    range of each numeric or string parameter in ``param_ranges`` (inclusive bounds
+    ``(low, high)`` or a tuple of string choices; see :mod:`strategies.params`).
+    """
+
+    param_ranges: ClassVar[dict[str, ParamRange]] = {}
 
     def __init__(self) -> None:
         self.pending: bt.Order | None = None

@@ -8,6 +8,8 @@ from strategies.base import GammaStrategy
 class BuyAndHold(GammaStrategy):
     """Go long once, sized by the run's sizer, and never trade again."""
 
+    param_ranges = {}  # no parameters
+
     def next(self) -> None:
         if self.direction() == 0 and self.pending is None:
             self.go(+1)

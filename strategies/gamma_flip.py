@@ -39,6 +39,15 @@ class GammaFlip(GammaStrategy):
         ("stop_loss", 0.03),  # adverse move from entry price (fraction)
         ("allow_short", True),
     )
+    param_ranges = {
+        "lookback": (1, 10_000),  # >= 1: PercentChange with a negative period reads ahead
+        "momentum_min": (0.0, 1.0),
+        "revert_min": (0.0, 1.0),
+        "flip_buffer": (0.0, 1.0),
+        "wall_band": (0.0, 1.0),
+        "max_hold": (1, 1_000_000),
+        "stop_loss": (0.0001, 1.0),  # 0 would exit on every bar not in profit
+    }
 
     def __init__(self) -> None:
         super().__init__()

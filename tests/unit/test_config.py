@@ -26,7 +26,7 @@ def test_unknown_param_suggests_the_close_name():
 
 
 def test_bad_param_type_names_the_parameter():
-    with pytest.raises(ConfigError, match="lookback='six' is not a int"):
+    with pytest.raises(ConfigError, match="lookback='six' is not an integer"):
         RunConfig(bars="x.csv", params=(("lookback", "six"),))
 
 
