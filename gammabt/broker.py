@@ -29,7 +29,9 @@ What this module adds:
   position), every margin position is closed at the prices where equity equals
   maintenance margin, plus the liquidation fee on the notional (kind ``liquidation``).
   Prices are taken to move from the bar's open toward the adverse extremes along one
-  straight path, so with one position this is the exchange's formula exactly.
+  straight path, so with one position this is the exchange's formula exactly. A
+  deficit left after the fee (a gap through the level) is covered, as an exchange's
+  insurance fund does: the account ends at zero, never below.
 - **Fees**: taker (market orders) or maker (limit orders) in bps of notional, per
   instrument (kind ``fee``).
 - **Ledger**: every cash movement is one row ``ts, instrument, kind, qty, price,
@@ -321,27 +323,33 @@ class AccountBroker(bt.brokers.BackBroker):
                                     position=position, dtcoc=dtcoc)
         data = order.data
         pos = self.positions[data]
-        s0, entry, cash0 = pos.size, pos.price, self.cash
+        s0, cash0 = pos.size, self.cash
         comminfo = self.getcommissioninfo(data)
         comminfo.mode = self._mode or ("maker" if order.exectype == bt.Order.Limit
                                        else "taker")
+        # Backtrader refuses an opening fill that leaves cash below zero. That is right
+        # for spot; a derivative needs margin (checked on submission), not cash, so its
+        # fill runs on temporarily lifted cash (only its fee and realized PnL move it).
+        lift = 0.0
+        if self.is_derivative(data):
+            lift = max(0.0, comminfo._getcommission(order.executed.remsize, price, True)
+                       - self.cash) + 1.0
+        self.cash += lift
         try:
             super()._execute(order, ago=ago, price=price, cash=cash, position=position,
                              dtcoc=dtcoc)
-            fee = comminfo._getcommission(pos.size - s0, price, False)
         finally:
+            self.cash -= lift
+            qty = pos.size - s0
+            fee = comminfo._getcommission(qty, price, False)
             comminfo.mode = "taker"
-        qty = pos.size - s0
         if not qty:
             return None
+        # with Backtrader's stock-like cash rules and a zero "value" for derivatives, the
+        # cash moved by a fill is -qty * price for spot and the realized PnL for a
+        # derivative, less the fee in both cases
         kind = self._mode or "fill"
-        if self.is_derivative(data):
-            closed = min(abs(qty), abs(s0)) if s0 * qty < 0 else 0.0
-            amount = closed * math.copysign(1.0, s0) * (price - entry) if closed else 0.0
-            self.cash += amount
-        else:
-            amount = self.cash - cash0 + fee
-        self._book(data, kind, qty, price, amount)
+        self._book(data, kind, qty, price, self.cash - cash0 + fee)
         if fee:
             self._book(data, "fee" if kind == "fill" else kind, qty, price, -fee)
         return None
@@ -356,6 +364,7 @@ class AccountBroker(bt.brokers.BackBroker):
         order = cls(owner=self._owner, data=data, size=abs(size), price=price,
                     exectype=bt.Order.Market, simulated=True)
         order.addinfo(reason=mode)
+        self._ocoize(order, None)
         order.submit(self)
         order.accept(self)
         self.orders.append(order)
@@ -425,6 +434,11 @@ class AccountBroker(bt.brokers.BackBroker):
             self._force_close(data, price, "liquidation")
         for order in list(self.pending):
             self.cancel(order)
+        # an exchange's insurance fund takes a deficit left after a liquidation
+        deficit = -self._get_value()
+        if deficit > 0:
+            self.cash += deficit
+            self._book(margin_legs[0][0], "liquidation", 0.0, float("nan"), deficit)
         self.liquidations.append({"ts": held[0][0].datetime[0], "closed": closed})
 
     # -- output ----------------------------------------------------------------------

@@ -152,7 +152,8 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
 
 @cli.command("run")
 @click.option("--strategy", default="gamma_flip", show_default=True,
-              help="Registered strategy name (see `gammabt strategies`).")
+              help="Registered name (see `gammabt strategies`), path/to/file.py:Class "
+                   "or package.module:Class.")
 @click.option("--bars", type=IN_FILE,
               help="OHLCV bars file (CSV, gz, Parquet; format auto-detected).")
 @click.option("--chain", multiple=True, type=IN_FILE,

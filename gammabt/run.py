@@ -8,6 +8,7 @@ Writing the result to disk is a separate, atomic step (``gammabt.results``).
 from __future__ import annotations
 
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -44,7 +45,7 @@ from indicators import gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
-from strategies.registry import get_strategy
+from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity
 
 PACKAGES = ("gammabt", "backtrader", "pandas", "numpy", "pyarrow", "quantstats",
@@ -106,6 +107,8 @@ def package_versions() -> dict[str, str]:
 def load_inputs(config: RunConfig) -> MarketInputs:
     """Read the config's input files into canonical tables and the feed's analytics."""
     hashes = {role: input_sha256(path) for role, path in config.inputs().items()}
+    # the strategy's code is an input too: a changed file is a different run
+    hashes["strategy_source"] = strategy_source_sha256(config.strategy)
     notes: list[str] = []
     tables: dict[str, pa.Table | None] = dict.fromkeys(
         ("chain", "funding", "futures", "perp", "oi", "liquidations"))
@@ -274,12 +277,18 @@ def build_cerebro(config: RunConfig, inputs: MarketInputs) -> bt.Cerebro:
     return cerebro
 
 
+def _run_name(spec: str) -> str:
+    """A folder-safe name: the registered name, else the user class's name."""
+    name = spec if spec in STRATEGIES else get_strategy(spec).__name__
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
 def daily_returns(equity: pd.DataFrame, initial: float) -> pd.Series:
     """Daily simple returns of the portfolio value (UTC days, first day vs ``initial``)."""
     daily = equity.set_index("ts")["value"].resample("1D").last().dropna()
     previous = daily.shift(1)
     previous.iloc[0] = initial
-    returns = daily / previous - 1.0
+    returns = (daily / previous - 1.0).where(previous > 0, 0.0)  # nothing left: flat
     returns.name = "strategy"
     return returns
 
@@ -323,7 +332,7 @@ def run(config: RunConfig, inputs: MarketInputs | None = None) -> RunResult:
     metrics["refusals"] = dict(sorted(broker.refusals.items()))
     digest = config.digest(inputs.input_hashes)
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{stamp}-{config.label or config.strategy}-{digest[:8]}"
+    run_id = f"{stamp}-{config.label or _run_name(config.strategy)}-{digest[:8]}"
     return RunResult(config=config, run_id=run_id, digest=digest, returns=returns,
                      benchmark=benchmark, equity=equity, trades=trades, orders=orders,
                      metrics=metrics, ledger=ledger, positions=positions,
