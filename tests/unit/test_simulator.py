@@ -95,6 +95,45 @@ def test_market_liquidations_lie_inside_their_bars(squeeze_2d):
     assert np.all(liq["price"].to_numpy()[~longs] <= high[~longs] * (1 + 1e-12))
 
 
+
+def test_a_stack_enters_on_its_day_with_entries_relative_to_the_spot_then():
+    kw = {"days": 2, "seed": 3, "chain_freq": "1D", "n_options": 60}
+    stack = {"side": "long", "entry_lo": 1.0, "entry_hi": 1.02, "size_btc": 5000.0,
+             "leverage": [10.0], "leverage_weights": [1.0], "day": 1.0}
+    base = simulate("calm", **kw)
+    m = simulate("calm", overrides={"perps": {"stacks": [stack]}}, **kw)
+    # before its day the stack does not exist, and entering is no market order (the perp
+    # bar closing at day 1 already carries the premium the stack's imbalance adds then)
+    day1 = pd.Timestamp(m.params["sim"]["start"]) + pd.Timedelta(days=1)
+    for name, end in (("bars", day1), ("flows", day1), ("liquidations", day1),
+                      ("perp", day1 - pd.Timedelta("1h"))):
+        a, b = getattr(base, name).to_pandas(), getattr(m, name).to_pandas()
+        pd.testing.assert_frame_equal(a[a["ts"] < end], b[b["ts"] < end], obj=name)
+    i = 24  # the hourly bar opening at day 1 sees the stack
+    long_a = base.flows.to_pandas()["perp_long_btc"].to_numpy()
+    long_b = m.flows.to_pandas()["perp_long_btc"].to_numpy()
+    assert long_b[i - 1] == long_a[i - 1]
+    assert long_b[i] - long_a[i] == pytest.approx(5000.0, rel=1e-9)
+    # entries up to 1.2 x the spot of day 1 at 10x: levels from 0.905 to 1.085 x that
+    # spot; the part already crossed is dropped without a liquidation
+    spot1 = base.bars.to_pandas()["open"].iloc[i]
+    wide = dict(stack, entry_hi=1.2)
+    w = simulate("calm", overrides={"perps": {"stacks": [wide]}}, **kw)
+    entries = spot1 * np.linspace(1.0, 1.2, 25)
+    below = (liquidation_price(entries, 10.0, "long") < spot1).sum()
+    jump = w.flows.to_pandas()["perp_long_btc"].iloc[i] - long_a[i]
+    assert abs(jump - 5000.0 * below / 25) <= 5000.0 / 25 + 1e-6
+    liq = w.liquidations.to_pandas()
+    first = liq[(liq["ts"] > day1) & (liq["ts"] <= day1 + pd.Timedelta(minutes=10))]
+    assert first["size"].sum() < 50.0
+
+
+def test_stack_day_must_not_be_negative():
+    stack = {"side": "long", "day": -1.0}
+    with pytest.raises(ConfigError, match=r"perps.stacks\[0\].day"):
+        simulate("calm", days=1, overrides={"perps": {"stacks": [stack]}})
+
+
 # ---------------------------------------------------------------- calendar
 
 def test_listed_expiries_follow_the_deribit_pattern():
