@@ -28,8 +28,9 @@ def calm_3d() -> Market:
 
 
 @pytest.fixture(scope="module")
-def squeeze_2d() -> Market:
-    return simulate("gamma_squeeze_down", days=2, seed=5, n_options=200)
+def squeeze_3d() -> Market:
+    """The squeeze preset's two-day lead-in and its first day (stack, put block, cushion)."""
+    return simulate("gamma_squeeze_down", days=3, seed=5, n_options=200)
 
 
 # ---------------------------------------------------------------- liquidations
@@ -81,11 +82,11 @@ def test_open_mix_puts_sizes_at_each_leverage_level():
     np.testing.assert_allclose(got, np.sort(want), rtol=1.5e-3)
 
 
-def test_market_liquidations_lie_inside_their_bars(squeeze_2d):
-    bars = squeeze_2d.bars.to_pandas()
-    liq = squeeze_2d.liquidations.to_pandas()
+def test_market_liquidations_lie_inside_their_bars(squeeze_3d):
+    bars = squeeze_3d.bars.to_pandas()
+    liq = squeeze_3d.liquidations.to_pandas()
     assert len(liq) > 0 and set(liq["side"]) <= {"long", "short"}
-    step = pd.Timedelta(seconds=squeeze_2d.meta["step_seconds"])
+    step = pd.Timedelta(seconds=squeeze_3d.meta["step_seconds"])
     # the event is stamped at the end of the step that crossed the level
     bar_idx = bars["ts"].searchsorted(liq["ts"] - step, side="right") - 1
     low = bars["low"].to_numpy()[bar_idx]
@@ -168,8 +169,8 @@ def test_expiries_roll_off_at_0800_utc(calm_3d):
                                          ("perp_oi", PERP_OI), ("funding", FUNDING),
                                          ("liquidations", LIQUIDATIONS),
                                          ("futures", FUTURES)])
-def test_tables_are_canonical(squeeze_2d, name, schema):
-    table = getattr(squeeze_2d, name)
+def test_tables_are_canonical(squeeze_3d, name, schema):
+    table = getattr(squeeze_3d, name)
     for f in schema.fields:
         if f.required:
             assert f.name in table.column_names
@@ -218,10 +219,10 @@ def test_chain_is_consistent_with_the_dealer_book(calm_3d):
     assert rows.between(150, 260).all()  # n_options=200 target
 
 
-def test_true_dealer_gamma_matches_a_slow_reference_on_the_chain(squeeze_2d):
+def test_true_dealer_gamma_matches_a_slow_reference_on_the_chain(squeeze_3d):
     """dealer_gex_usd = sum(pos * BS gamma(F, K, T, iv) * F^2 * 0.01) over the snapshot."""
-    chain = squeeze_2d.chain.to_pandas()
-    dg = squeeze_2d.dealer_gamma.to_pandas().set_index("ts")
+    chain = squeeze_3d.chain.to_pandas()
+    dg = squeeze_3d.dealer_gamma.to_pandas().set_index("ts")
     for ts, snap in list(chain.groupby("ts"))[::7]:
         total = 0.0
         for row in snap.itertuples():
@@ -328,8 +329,9 @@ def test_same_seed_same_tables_different_seed_differs():
 
 
 def test_a_longer_run_extends_a_shorter_one():
-    short = simulate("gamma_squeeze_down", days=1, seed=9, n_options=60, chain_freq="6h")
-    long_ = simulate("gamma_squeeze_down", days=2, seed=9, n_options=60, chain_freq="6h")
+    # the shorter run already crosses the squeeze's start (day 2: stack, clusters, outflows)
+    short = simulate("gamma_squeeze_down", days=2.5, seed=9, n_options=60, chain_freq="6h")
+    long_ = simulate("gamma_squeeze_down", days=3, seed=9, n_options=60, chain_freq="6h")
     for name in ("bars", "dealer_gamma", "perp_oi"):
         table = getattr(short, name)
         assert getattr(long_, name).slice(0, table.num_rows).equals(table), name
