@@ -330,8 +330,8 @@ def test_same_seed_same_tables_different_seed_differs():
 
 def test_a_longer_run_extends_a_shorter_one():
     # the shorter run already crosses the squeeze's start (day 2: stack, clusters, outflows)
-    short = simulate("gamma_squeeze_down", days=2.5, seed=9, n_options=60, chain_freq="6h")
-    long_ = simulate("gamma_squeeze_down", days=3, seed=9, n_options=60, chain_freq="6h")
+    short = simulate("gamma_squeeze_down", days=3, seed=9, n_options=60, chain_freq="6h")
+    long_ = simulate("gamma_squeeze_down", days=4, seed=9, n_options=60, chain_freq="6h")
     for name in ("bars", "dealer_gamma", "perp_oi"):
         table = getattr(short, name)
         assert getattr(long_, name).slice(0, table.num_rows).equals(table), name
