@@ -82,7 +82,8 @@ Leveraged perp traders
     ``EP (1 - 1/L) / (1 - MMR)`` (long) or ``EP (1 + 1/L) / (1 + MMR)`` (short): when the
     intra-step low (high) crosses it, the position becomes a forced market order in the
     next step, which can trigger the next levels (a cascade). Levels are kept on a 0.1%
-    log-price grid. ``[[perps.stacks]]`` seed positions opened before the start.
+    log-price grid. ``[[perps.stacks]]`` add blocks of positions opened before the start
+    (or entering the book on a given day, entries relative to the spot then).
     Perp OI = ``base_oi_btc`` (unlevered counterparties) + leveraged longs + shorts.
     Premium = AR(1) noise + ``premium_imbalance * (long - short) / (long + short + base)``;
     funding every 8 h (00/08/16 UTC): ``P + clamp(I - P, +-funding_clamp_8h)``, P the mean

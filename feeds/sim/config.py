@@ -34,7 +34,7 @@ ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "perps.stacks": {
         "side": "long", "entry_lo": 1.0, "entry_hi": 1.06, "size_btc": 10000.0,
-        "leverage": [], "leverage_weights": [],
+        "leverage": [], "leverage_weights": [], "day": 0.0,
     },
     "etf.shocks": {"day": None, "days": 1.0, "usd_day": 0.0},
 }
@@ -309,6 +309,8 @@ def _validate(p: dict[str, Any], source: str) -> None:
              "leverage and leverage_weights of the same length", "align the two lists")
         need(0 < st["entry_lo"] <= st["entry_hi"], f"perps.stacks[{i}].entry_lo",
              "0 < entry_lo <= entry_hi", "swap or fix the bounds")
+        need(st["day"] >= 0, f"perps.stacks[{i}].day", ">= 0",
+             "use 0 (open at the start) or the day the positions open")
     for i, cl in enumerate(o["clusters"]):
         need(cl["dealer_sign"] in (-1, 1), f"options.clusters[{i}].dealer_sign", "+1 or -1",
              "use 1 (dealers long) or -1 (dealers short)")

@@ -189,6 +189,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     shock_start: dict[int, list[dict[str, Any]]] = {}
     for sh in shocks:
         shock_start.setdefault(step_of(sh["day"]), []).append(sh)
+    stacks_at: dict[int, list[dict[str, Any]]] = {}
+    for st in pp["stacks"]:
+        stacks_at.setdefault(step_of(st["day"]), []).append(st)
 
     # ---- agents
     S = p["sim"]["spot0"]
@@ -204,7 +207,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     lev_mix = np.asarray(pp["leverage"], np.float64)
     lev_w = np.asarray(pp["leverage_weights"], np.float64)
     lev_w = lev_w / lev_w.sum()
-    for st in pp["stacks"]:
+    for st in stacks_at.pop(0, []):
         _open_stack(lev, st, S, lev_mix, lev_w)
     # warm start of the organic leveraged book: its steady state under hold_halflife
     hold_rate = LN2 / (pp["hold_halflife_days"] * US_PER_DAY / step_us)
@@ -347,6 +350,14 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             for cl in clusters_at[k]:
                 book.add_cluster(t, S, cl)
             traded = True
+        if k in stacks_at:
+            # positions entered elsewhere (no order here); those already crossed at S are
+            # dropped. Every older level is below the last low (longs) or above the last
+            # high (shorts), so the drop touches only the new stack.
+            for st in stacks_at[k]:
+                _open_stack(lev, st, S, lev_mix, lev_w)
+            lev.trigger(lnS, lnS, lev.lo, lev.lo + lev.n * lev.step)
+            lev.resync()
         for sh in shock_start.get(k, ()):
             n_h = max(1, round(sh["hours"] * US_PER_HOUR / step_us))
             active.append((k, k + n_h, sh, B))
@@ -526,16 +537,17 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     return raw
 
 
-def _open_stack(lev: LeverageBook, st: dict[str, Any], spot0: float, mix: np.ndarray,
+def _open_stack(lev: LeverageBook, st: dict[str, Any], spot: float, mix: np.ndarray,
                 weights: np.ndarray) -> None:
-    """Pre-existing positions with entries spread over [entry_lo, entry_hi] * spot0.
+    """A block of positions with entries spread over [entry_lo, entry_hi] * spot.
 
-    Levels already crossed at ``spot0`` are removed by the caller's first trigger.
+    ``spot`` is the price when the stack enters the book (``spot0`` for ``day = 0``).
+    Levels already crossed at ``spot`` are removed by the caller's next trigger.
     """
     lv = np.asarray(st["leverage"], np.float64) if st["leverage"] else mix
     w = np.asarray(st["leverage_weights"], np.float64) if st["leverage"] else weights
     w = w / w.sum()
-    entries = spot0 * np.linspace(st["entry_lo"], st["entry_hi"], 25)
+    entries = spot * np.linspace(st["entry_lo"], st["entry_hi"], 25)
     for e in entries:
         lev.open(float(e), st["size_btc"] / len(entries), st["side"], lv, w)
 

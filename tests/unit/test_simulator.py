@@ -28,8 +28,9 @@ def calm_3d() -> Market:
 
 
 @pytest.fixture(scope="module")
-def squeeze_2d() -> Market:
-    return simulate("gamma_squeeze_down", days=2, seed=5, n_options=200)
+def squeeze_3d() -> Market:
+    """The squeeze preset's two-day lead-in and its first day (stack, put block, cushion)."""
+    return simulate("gamma_squeeze_down", days=3, seed=5, n_options=200)
 
 
 # ---------------------------------------------------------------- liquidations
@@ -81,11 +82,11 @@ def test_open_mix_puts_sizes_at_each_leverage_level():
     np.testing.assert_allclose(got, np.sort(want), rtol=1.5e-3)
 
 
-def test_market_liquidations_lie_inside_their_bars(squeeze_2d):
-    bars = squeeze_2d.bars.to_pandas()
-    liq = squeeze_2d.liquidations.to_pandas()
+def test_market_liquidations_lie_inside_their_bars(squeeze_3d):
+    bars = squeeze_3d.bars.to_pandas()
+    liq = squeeze_3d.liquidations.to_pandas()
     assert len(liq) > 0 and set(liq["side"]) <= {"long", "short"}
-    step = pd.Timedelta(seconds=squeeze_2d.meta["step_seconds"])
+    step = pd.Timedelta(seconds=squeeze_3d.meta["step_seconds"])
     # the event is stamped at the end of the step that crossed the level
     bar_idx = bars["ts"].searchsorted(liq["ts"] - step, side="right") - 1
     low = bars["low"].to_numpy()[bar_idx]
@@ -93,6 +94,45 @@ def test_market_liquidations_lie_inside_their_bars(squeeze_2d):
     longs = (liq["side"] == "long").to_numpy()
     assert np.all(liq["price"].to_numpy()[longs] >= low[longs] * (1 - 1e-12))
     assert np.all(liq["price"].to_numpy()[~longs] <= high[~longs] * (1 + 1e-12))
+
+
+
+def test_a_stack_enters_on_its_day_with_entries_relative_to_the_spot_then():
+    kw = {"days": 2, "seed": 3, "chain_freq": "1D", "n_options": 60}
+    stack = {"side": "long", "entry_lo": 1.0, "entry_hi": 1.02, "size_btc": 5000.0,
+             "leverage": [10.0], "leverage_weights": [1.0], "day": 1.0}
+    base = simulate("calm", **kw)
+    m = simulate("calm", overrides={"perps": {"stacks": [stack]}}, **kw)
+    # before its day the stack does not exist, and entering is no market order (the perp
+    # bar closing at day 1 already carries the premium the stack's imbalance adds then)
+    day1 = pd.Timestamp(m.params["sim"]["start"]) + pd.Timedelta(days=1)
+    for name, end in (("bars", day1), ("flows", day1), ("liquidations", day1),
+                      ("perp", day1 - pd.Timedelta("1h"))):
+        a, b = getattr(base, name).to_pandas(), getattr(m, name).to_pandas()
+        pd.testing.assert_frame_equal(a[a["ts"] < end], b[b["ts"] < end], obj=name)
+    i = 24  # the hourly bar opening at day 1 sees the stack
+    long_a = base.flows.to_pandas()["perp_long_btc"].to_numpy()
+    long_b = m.flows.to_pandas()["perp_long_btc"].to_numpy()
+    assert long_b[i - 1] == long_a[i - 1]
+    assert long_b[i] - long_a[i] == pytest.approx(5000.0, rel=1e-9)
+    # entries up to 1.2 x the spot of day 1 at 10x: levels from 0.905 to 1.085 x that
+    # spot; the part already crossed is dropped without a liquidation
+    spot1 = base.bars.to_pandas()["open"].iloc[i]
+    wide = dict(stack, entry_hi=1.2)
+    w = simulate("calm", overrides={"perps": {"stacks": [wide]}}, **kw)
+    entries = spot1 * np.linspace(1.0, 1.2, 25)
+    below = (liquidation_price(entries, 10.0, "long") < spot1).sum()
+    jump = w.flows.to_pandas()["perp_long_btc"].iloc[i] - long_a[i]
+    assert abs(jump - 5000.0 * below / 25) <= 5000.0 / 25 + 1e-6
+    liq = w.liquidations.to_pandas()
+    first = liq[(liq["ts"] > day1) & (liq["ts"] <= day1 + pd.Timedelta(minutes=10))]
+    assert first["size"].sum() < 50.0
+
+
+def test_stack_day_must_not_be_negative():
+    stack = {"side": "long", "day": -1.0}
+    with pytest.raises(ConfigError, match=r"perps.stacks\[0\].day"):
+        simulate("calm", days=1, overrides={"perps": {"stacks": [stack]}})
 
 
 # ---------------------------------------------------------------- calendar
@@ -129,8 +169,8 @@ def test_expiries_roll_off_at_0800_utc(calm_3d):
                                          ("perp_oi", PERP_OI), ("funding", FUNDING),
                                          ("liquidations", LIQUIDATIONS),
                                          ("futures", FUTURES)])
-def test_tables_are_canonical(squeeze_2d, name, schema):
-    table = getattr(squeeze_2d, name)
+def test_tables_are_canonical(squeeze_3d, name, schema):
+    table = getattr(squeeze_3d, name)
     for f in schema.fields:
         if f.required:
             assert f.name in table.column_names
@@ -179,10 +219,10 @@ def test_chain_is_consistent_with_the_dealer_book(calm_3d):
     assert rows.between(150, 260).all()  # n_options=200 target
 
 
-def test_true_dealer_gamma_matches_a_slow_reference_on_the_chain(squeeze_2d):
+def test_true_dealer_gamma_matches_a_slow_reference_on_the_chain(squeeze_3d):
     """dealer_gex_usd = sum(pos * BS gamma(F, K, T, iv) * F^2 * 0.01) over the snapshot."""
-    chain = squeeze_2d.chain.to_pandas()
-    dg = squeeze_2d.dealer_gamma.to_pandas().set_index("ts")
+    chain = squeeze_3d.chain.to_pandas()
+    dg = squeeze_3d.dealer_gamma.to_pandas().set_index("ts")
     for ts, snap in list(chain.groupby("ts"))[::7]:
         total = 0.0
         for row in snap.itertuples():
@@ -289,8 +329,9 @@ def test_same_seed_same_tables_different_seed_differs():
 
 
 def test_a_longer_run_extends_a_shorter_one():
-    short = simulate("gamma_squeeze_down", days=1, seed=9, n_options=60, chain_freq="6h")
-    long_ = simulate("gamma_squeeze_down", days=2, seed=9, n_options=60, chain_freq="6h")
+    # the shorter run already crosses the squeeze's start (day 2: stack, clusters, outflows)
+    short = simulate("gamma_squeeze_down", days=3, seed=9, n_options=60, chain_freq="6h")
+    long_ = simulate("gamma_squeeze_down", days=4, seed=9, n_options=60, chain_freq="6h")
     for name in ("bars", "dealer_gamma", "perp_oi"):
         table = getattr(short, name)
         assert getattr(long_, name).slice(0, table.num_rows).equals(table), name
