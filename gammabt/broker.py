@@ -74,7 +74,8 @@ class Terms:
     taker_bps, maker_bps
         Fees in basis points of notional: market orders pay taker, limit orders maker.
     leverage
-        Initial margin is ``|qty| * price / leverage`` (derivatives, short spot). Spot
+        Initial margin is ``|qty| * price / leverage`` (derivatives, short spot; 3x for
+        short spot by default, as on a crypto exchange's cross-margin account). Spot
         longs are never levered: they are paid from cash.
     mmr
         Maintenance margin rate: ``mmr * |qty| * price``.
@@ -106,7 +107,8 @@ class Terms:
 
 
 DEFAULT_TERMS: dict[str, Terms] = {
-    "spot": Terms(leverage=1.0, mmr=0.1, liquidation_fee_bps=50.0, borrow_apr=0.10),
+    # spot longs are paid from cash; leverage and mmr apply to short (borrowed) spot
+    "spot": Terms(leverage=3.0, mmr=0.1, liquidation_fee_bps=50.0, borrow_apr=0.10),
     "perp": Terms(),
     "future": Terms(),
     "front": Terms(),

@@ -98,12 +98,14 @@ class RunConfig:
         if not (0 <= self.front_min_dte < 3650):
             raise ConfigError(f"front_min_dte={self.front_min_dte}", column="front_min_dte",
                               expected="days in [0, 3650)", fix="e.g. 7")
-        leverage = self.resolved_terms()[self.instrument].leverage
-        if self.percent > 100 * leverage:
+        # spot longs are paid from cash: only a derivative can be levered
+        limit = 100.0 if self.instrument == "spot" else \
+            100.0 * self.resolved_terms()[self.instrument].leverage
+        if self.percent > limit:
             raise ConfigError(
                 f"percent={self.percent:g} needs {self.percent / 100:g}x leverage on "
-                f"{self.instrument}, whose leverage is {leverage:g}x", column="percent",
-                expected=f"percent <= {100 * leverage:g} for {self.instrument}",
+                f"{self.instrument}", column="percent",
+                expected=f"percent <= {limit:g} for {self.instrument}",
                 fix="lower --percent, or trade the perp (--instrument perp) with "
                     "--term perp.leverage=N" if self.instrument == "spot"
                 else f"lower --percent or raise --term {self.instrument}.leverage")

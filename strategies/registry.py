@@ -21,6 +21,7 @@ from pathlib import Path
 import backtrader as bt
 
 from indicators.errors import ConfigError
+from strategies.basis_dislocation import BasisDislocation
 from strategies.buy_and_hold import BuyAndHold
 from strategies.gamma_flip import GammaFlip
 from strategies.loading import SPEC_FORMS, is_spec, load_strategy, loaded_file
@@ -38,6 +39,7 @@ __all__ = ["STRATEGIES", "check_params", "get_strategy", "strategy_params",
 STRATEGIES: dict[str, type[bt.Strategy]] = {
     "gamma_flip": GammaFlip,
     "buy_and_hold": BuyAndHold,
+    "basis_dislocation": BasisDislocation,
 }
 
 
