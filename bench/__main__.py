@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-TOPICS = ("gamma", "feed", "simulator", "liquidation")
+TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments")
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from indicators.errors import ConfigError, GammabtError
@@ -347,12 +348,23 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
 
 @cli.command()
 def strategies() -> None:
-    """List the registered strategies and their parameters."""
+    """List the registered strategies, their parameters, defaults and ranges."""
+    from strategies.params import declared_ranges
     from strategies.registry import STRATEGIES, strategy_params
 
     for name, cls in STRATEGIES.items():
-        params = ", ".join(f"{k}={v!r}" for k, v in strategy_params(cls).items())
-        console.print(f"[bold]{name}[/bold]: {params or '(no parameters)'}")
+        ranges = declared_ranges(cls)
+        parts = []
+        for key, default in strategy_params(cls).items():
+            allowed = ranges.get(key)
+            if allowed is None:
+                parts.append(f"{key}={default!r}")
+            elif all(isinstance(v, str) for v in allowed):
+                parts.append(f"{key}={default!r} {{{', '.join(allowed)}}}")
+            else:
+                parts.append(f"{key}={default!r} [{allowed[0]:g}, {allowed[1]:g}]")
+        console.print(f"[bold]{name}[/bold]: "
+                      f"{escape(', '.join(parts)) or '(no parameters)'}")
 
 
 def main(argv: list[str] | None = None) -> int:

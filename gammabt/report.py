@@ -411,10 +411,11 @@ def account_metrics(ledger: pd.DataFrame, positions: pd.DataFrame, equity: pd.Da
     funding = amount[kind == "funding"]
     liq_events = ledger.loc[kind == "liquidation", "ts"].nunique()
     out: dict[str, Any] = {
-        "fees_paid_usd": float(-amount[kind == "fee"].sum()),
-        "funding_paid_usd": float(-funding[funding < 0].sum()),
+        # 0.0 - x: a sum of nothing is reported as 0, not -0
+        "fees_paid_usd": 0.0 - float(amount[kind == "fee"].sum()),
+        "funding_paid_usd": 0.0 - float(funding[funding < 0].sum()),
         "funding_received_usd": float(funding[funding > 0].sum()),
-        "borrow_paid_usd": float(-amount[kind == "borrow"].sum()),
+        "borrow_paid_usd": 0.0 - float(amount[kind == "borrow"].sum()),
         "n_liquidations": int(liq_events),
     }
     value = equity.set_index("ts")["value"]

@@ -193,3 +193,17 @@ def test_run_with_basis_and_funding_lines(real, tmp_path):
                  "--results", str(tmp_path)])
     assert code == 0
     _check_run_folder(_only_run(tmp_path))
+
+
+def test_bad_term_is_one_line_exit_2(tmp_path, capsys):
+    bars = tmp_path / "bars.csv"
+    make_bars_csv = pd.DataFrame({"ts": pd.date_range("2024-01-01", periods=5, freq="1h",
+                                                      tz="UTC"),
+                                  "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
+                                  "volume": 1.0})
+    make_bars_csv.to_csv(bars, index=False)
+    code = main(["run", "--bars", str(bars), "--term", "perp.leverage=abc",
+                 "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "perp.leverage" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -244,3 +244,33 @@ def test_same_ledger_in_every_run_mode_and_on_repeat(runonce, preload):
     pd.testing.assert_frame_equal(reference.equity, again.equity)
     assert set(reference.ledger["kind"]) == {"fill", "fee", "funding", "settlement"}
     assert_identity(again, 100_000)
+
+
+def test_terms_from_toml_and_their_errors(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('bars = "bars.csv"\ninstrument = "perp"\npercent = 300\n'
+                    "[terms.perp]\nleverage = 5\ntaker_bps = 4\n")
+    config = RunConfig.from_toml(path)
+    terms = config.resolved_terms()
+    assert terms["perp"].leverage == 5 and terms["perp"].taker_bps == 4
+    assert terms["future"].taker_bps == config.commission_bps  # the run's taker fee
+    assert config.to_dict()["terms"] == {"perp": {"leverage": 5, "taker_bps": 4}}
+    from indicators.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown term perp.leverag"):
+        RunConfig(bars="b.csv", terms={"perp": {"leverag": 5}})
+    with pytest.raises(ConfigError, match="unknown instrument kind 'perps'"):
+        RunConfig(bars="b.csv", terms={"perps": {"leverage": 5}})
+    with pytest.raises(ConfigError, match="mmr < 1 / leverage"):
+        RunConfig(bars="b.csv", terms={"perp": {"leverage": 50, "mmr": 0.05}})
+    with pytest.raises(ConfigError, match="percent <= 500"):
+        RunConfig(bars="b.csv", instrument="perp", percent=600,
+                  terms={"perp": {"leverage": 5}})
+
+
+def test_trading_the_perp_needs_perp_prices():
+    from indicators.errors import ConfigError
+
+    bars = flat_bars(np.full(5, 40_000.0))
+    with pytest.raises(ConfigError, match="instrument 'perp' has no prices"):
+        run(scripted([], instrument="perp"), MarketInputs(bars=bars))
