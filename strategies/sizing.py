@@ -1,4 +1,5 @@
-"""Sizing and costs for crypto: fractional BTC sizes, percent-of-equity positions."""
+"""Sizing for crypto: fractional BTC sizes, percent-of-equity positions (fees and
+margin live in ``gammabt.broker``)."""
 
 from __future__ import annotations
 
@@ -20,20 +21,6 @@ class PercentOfEquity(bt.Sizer):
     def _getsizing(self, comminfo, cash, data, isbuy):
         value = self.broker.getvalue()
         price = data.close[0]
-        if price <= 0 or value <= 0:
+        if not (price > 0 and value > 0):  # also a leg with no price yet (NaN)
             return 0.0
         return value * self.p.percent / 100.0 / price
-
-
-class FractionalCommission(bt.CommInfoBase):
-    """Percentage commission on notional (``commission`` is a fraction: 5 bps = 0.0005),
-    stock-like (cash settles the notional), fractional sizes allowed."""
-
-    params = (
-        ("stocklike", True),
-        ("commtype", bt.CommInfoBase.COMM_PERC),
-        ("percabs", True),
-    )
-
-    def getsize(self, price: float, cash: float) -> float:
-        return self.p.leverage * (cash / price)
