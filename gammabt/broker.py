@@ -309,7 +309,7 @@ class AccountBroker(bt.brokers.BackBroker):
         margin = sum(self.margin_used(d, size=s, price=price if d is data
                                       else _previous(d.close))
                      for d, s in after.items() if s)
-        if margin > self.getvalue() - fee:
+        if margin > (self.getvalue() - fee) * (1 + 1e-9):  # 1e-9: an exact fit passes
             return "margin", 0.0
         return None, cost
 
