@@ -23,6 +23,7 @@ import backtrader as bt
 from indicators.errors import ConfigError
 from strategies.buy_and_hold import BuyAndHold
 from strategies.gamma_flip import GammaFlip
+from strategies.liquidation_cascade import LiquidationCascade
 from strategies.loading import SPEC_FORMS, is_spec, load_strategy, loaded_file
 from strategies.params import (
     check_value,
@@ -38,6 +39,7 @@ __all__ = ["STRATEGIES", "check_params", "get_strategy", "strategy_params",
 STRATEGIES: dict[str, type[bt.Strategy]] = {
     "gamma_flip": GammaFlip,
     "buy_and_hold": BuyAndHold,
+    "liquidation_cascade": LiquidationCascade,
 }
 
 
