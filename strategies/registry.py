@@ -22,6 +22,7 @@ import backtrader as bt
 
 from indicators.errors import ConfigError
 from strategies.buy_and_hold import BuyAndHold
+from strategies.funding_carry import FundingCarry
 from strategies.gamma_flip import GammaFlip
 from strategies.liquidation_cascade import LiquidationCascade
 from strategies.loading import SPEC_FORMS, is_spec, load_strategy, loaded_file
@@ -40,6 +41,7 @@ STRATEGIES: dict[str, type[bt.Strategy]] = {
     "gamma_flip": GammaFlip,
     "buy_and_hold": BuyAndHold,
     "liquidation_cascade": LiquidationCascade,
+    "funding_carry": FundingCarry,
 }
 
 
