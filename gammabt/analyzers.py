@@ -50,7 +50,9 @@ class PositionLog(bt.Analyzer):
     def get_analysis(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows, columns=list(self.COLUMNS))
         frame["ts"] = _utc([bt.num2date(t) for t in frame["ts"]])
-        return frame.astype({"instrument": str, "qty": float, "mark": float})
+        return frame.astype({"instrument": str, "qty": float, "mark": float,
+                             "notional": float, "unrealized_usd": float,
+                             "margin_used_usd": float})
 
 
 def _utc(values) -> pd.Series:

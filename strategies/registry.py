@@ -23,7 +23,9 @@ import backtrader as bt
 from indicators.errors import ConfigError
 from strategies.basis_dislocation import BasisDislocation
 from strategies.buy_and_hold import BuyAndHold
+from strategies.funding_carry import FundingCarry
 from strategies.gamma_flip import GammaFlip
+from strategies.liquidation_cascade import LiquidationCascade
 from strategies.loading import SPEC_FORMS, is_spec, load_strategy, loaded_file
 from strategies.params import (
     check_value,
@@ -40,6 +42,8 @@ STRATEGIES: dict[str, type[bt.Strategy]] = {
     "gamma_flip": GammaFlip,
     "buy_and_hold": BuyAndHold,
     "basis_dislocation": BasisDislocation,
+    "liquidation_cascade": LiquidationCascade,
+    "funding_carry": FundingCarry,
 }
 
 
