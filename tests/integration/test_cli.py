@@ -207,3 +207,17 @@ def test_bad_term_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "perp.leverage" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["demo", "--days", "6", "--results", str(results)]) == 0
+    folder = _only_run(results)
+    metrics = _check_run_folder(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["strategy"] == "gamma_flip"
+    assert config["config"]["instrument"] == "perp"
+    assert len(config["input_hashes"]["strategy_source"]) == 64
+    assert metrics["n_bars"] == 6 * 24
+    out = capsys.readouterr().out
+    assert "gamma_squeeze_down" in out and "seed 7" in out and "tearsheet.html" in out

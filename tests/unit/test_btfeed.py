@@ -504,7 +504,7 @@ def test_lookahead_canary_can_fail_with_a_leaky_feed():
 
 
 def test_with_real_gamma_summarize(bars_small):
-    gamma = pytest.importorskip("indicators.gamma")
+    from indicators import gamma
     snaps = [T0 + pd.Timedelta("2h30min"), T0 + pd.Timedelta("20h")]
     strikes = np.arange(80.0, 121.0, 5.0)
     rows = []
@@ -538,7 +538,7 @@ def test_with_real_gamma_summarize(bars_small):
 
 
 def test_with_real_liquidation_map():
-    liquidation = pytest.importorskip("indicators.liquidation")
+    from indicators import liquidation
     bars = make_bars(120, seed=5)
     lm = liquidation.estimate_liq_map(bars)
     log = run_log(GammaFeed.from_frames(bars, liq_lines=lm.lines, liq_map=lm), trade=False)

@@ -207,7 +207,6 @@ def _optionsdx_row(unix: int, index: str, under: float, expiry: str, expiry_unix
 
 
 def test_futures_from_optionsdx_rows_median_per_snapshot(tmp_path: Path) -> None:
-    pytest.importorskip("feeds.loaders")
     snap = 1_641_013_246  # 2022-01-01 05:00:46 UTC
     exp = 1_648_195_200  # 2022-03-25 08:00 UTC
     rows = [

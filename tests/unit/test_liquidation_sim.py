@@ -26,7 +26,7 @@ from indicators.liquidation import cluster_hit_rate, estimate_liq_map
 
 @pytest.fixture(scope="module")
 def market():
-    synthetic = pytest.importorskip("feeds.synthetic")
+    from feeds import synthetic
     with contextlib.redirect_stdout(io.StringIO()):
         return synthetic.simulate("calm", days=30, seed=0)
 

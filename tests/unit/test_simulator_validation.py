@@ -237,7 +237,7 @@ def test_basis_unwind_doubles_the_basis_and_collapses_futures_oi(seed):
                                                  ("long_gamma_pin", True),
                                                  ("gamma_squeeze_down", False)])
 def test_gamma_engine_recovers_the_true_dealer_gamma_sign(scenario, convention):
-    gamma = pytest.importorskip("indicators.gamma")
+    from indicators import gamma
     for seed in (0, 1):
         m = simulate(scenario, days=7, seed=seed, chain_freq="1h", n_options=400)
         truth = m.dealer_gamma.to_pandas().set_index("ts")["dealer_gex_usd"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -96,8 +97,17 @@ def test_daily_returns_compound_to_final_value():
     assert (1 + result.returns).prod() * 100_000 == pytest.approx(
         result.equity["value"].iloc[-1], rel=1e-12)
     assert len(result.returns) == len(result.benchmark)
-    again = daily_returns(result.equity, 100_000.0)
-    pd.testing.assert_series_equal(again, result.returns)
+    # an independent reference: the last value of each UTC day over the day before's
+    last_of_day: dict = {}
+    for ts, value in zip(result.equity["ts"], result.equity["value"], strict=True):
+        last_of_day[ts.date()] = value
+    previous, expected = 100_000.0, []
+    for value in last_of_day.values():
+        expected.append(value / previous - 1)
+        previous = value
+    np.testing.assert_allclose(daily_returns(result.equity, 100_000.0).to_numpy(), expected,
+                               rtol=0, atol=1e-15)
+    assert [d.date() for d in result.returns.index] == list(last_of_day)
 
 
 def test_long_gamma_is_flat_unless_fading_is_enabled():
