@@ -7,6 +7,7 @@ run folder, so two runs of the same config on the same data share a hash.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import hashlib
 import json
@@ -71,6 +72,7 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if isinstance(self.chain, str):
             object.__setattr__(self, "chain", (self.chain,))
         object.__setattr__(self, "chain", tuple(str(c) for c in self.chain))
@@ -184,6 +186,9 @@ class RunConfig:
                               expected=f"keys among {sorted(names)}",
                               fix=f"did you mean {hint[0]!r}?" if hint else "remove it")
         data = dict(data)
+        for key in ("start", "end"):  # TOML date literals are dates, not strings
+            if isinstance(data.get(key), datetime.date | datetime.time):
+                data[key] = data[key].isoformat()
         if "params" in data:
             params = data["params"]
             if not isinstance(params, dict):
@@ -222,6 +227,33 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+_NUMBER = (int, float)
+_SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "float": (_NUMBER, "a number"),
+    "int": ((int,), "a whole number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+    "str | None": ((str, type(None)), "a string"),
+}
+
+
+def _check_types(config: RunConfig) -> None:
+    """Refuse values of the wrong type (e.g. ``cash = "lots"`` in TOML) by the user's key,
+    before any comparison could fail with a bare TypeError."""
+    for f in dataclasses.fields(config):
+        allowed = _SIMPLE_TYPES.get(str(f.type))
+        if allowed is None:
+            continue
+        value = getattr(config, f.name)
+        types, what = allowed
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            raise ConfigError(f"{f.name} = {value!r} is not {what}", column=f.name,
+                              expected=what, fix=f"set {f.name} to {what}, e.g. "
+                              f"{f.default!r}" if f.default is not None else
+                              f"set {f.name} to {what}")
 
 
 def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:

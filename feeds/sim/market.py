@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feeds.schema import BARS, CHAIN, FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, Schema
 from indicators.errors import ConfigError, DataError
 
 FORMAT = "gammabt.market/1"
@@ -25,6 +26,10 @@ FORMAT = "gammabt.market/1"
 TABLES = ("bars", "chain", "perp", "perp_oi", "funding", "liquidations", "futures",
           "dealer_gamma")
 OPTIONAL_TABLES = ("flows",)
+#: Canonical schema of each table (columns a reader relies on).
+SCHEMAS: dict[str, Schema] = {"bars": BARS, "chain": CHAIN, "perp": BARS, "perp_oi": PERP_OI,
+                              "funding": FUNDING, "liquidations": LIQUIDATIONS,
+                              "futures": FUTURES}
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,7 +171,21 @@ def load_market(folder: str | Path) -> Market:
             raise DataError(f"table file {path.name} is missing", source=str(folder),
                             expected=f"{', '.join(t + '.parquet' for t in TABLES)}",
                             fix="re-create the folder with `gammabt simulate`")
-        tables[name] = pq.read_table(path)
+        try:
+            tables[name] = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"table {path.name} is not a readable Parquet file ({exc})",
+                            source=str(path), expected="the Parquet table Market.write wrote",
+                            fix="re-create the folder with `gammabt simulate`") from None
+        schema = SCHEMAS.get(name)
+        if schema is not None:
+            missing = [f.name for f in schema.fields
+                       if f.required and f.name not in tables[name].column_names]
+            if missing:
+                raise DataError(f"table {path.name} lacks column(s) {missing}",
+                                source=str(path),
+                                expected=f"the {schema.name} table ({', '.join(schema.names)})",
+                                fix="re-create the folder with `gammabt simulate`")
     return Market(**tables, scenario=str(info.get("scenario", "")),
                   seed=int(info.get("seed", 0)), params=info.get("params", {}),
                   meta=info.get("meta", {}))

@@ -1,0 +1,119 @@
+"""Bad input gets one readable line, exit 2, and nothing written (a growing corpus)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from feeds.synthetic import simulate
+from gammabt.cli import main
+
+
+@pytest.fixture(scope="module")
+def market_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("m") / "calm"
+    simulate("calm", days=2, seed=1).write(folder)
+    return folder
+
+
+def _damage(src: Path, dst: Path, how: str) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    if how == "missing table":
+        (dst / "chain.parquet").unlink()
+    elif how == "truncated table":
+        data = (dst / "bars.parquet").read_bytes()
+        (dst / "bars.parquet").write_bytes(data[: len(data) // 2])
+    elif how == "foreign table":
+        (dst / "funding.parquet").write_bytes((dst / "bars.parquet").read_bytes())
+    elif how == "bad metadata":
+        (dst / "market.json").write_text("{")
+    return dst
+
+
+def _bars_csv(path: Path, body: str) -> Path:
+    path.write_text("ts,open,high,low,close,volume\n" + body)
+    return path
+
+
+CASES = {
+    "truncated gzip": lambda d: _write(d / "bars.csv.gz", gzip.compress(b"ts,open\n" * 500)[:40]),
+    "not gzip at all": lambda d: _write(d / "bars.csv.gz", b"\x1f\x8b not really"),
+    "corrupt parquet": lambda d: _write(d / "bars.parquet", b"PAR1" + b"\0" * 64),
+    "empty csv": lambda d: _write(d / "bars.csv", b""),
+    "header only": lambda d: _bars_csv(d / "bars.csv", ""),
+    "nan price": lambda d: _bars_csv(d / "bars.csv", "2024-01-01T00:00Z,1,2,0.5,nan,1\n"
+                                     "2024-01-01T01:00Z,1,2,0.5,1,1\n"),
+    "negative price": lambda d: _bars_csv(d / "bars.csv", "2024-01-01T00:00Z,1,2,0.5,-1,1\n"
+                                          "2024-01-01T01:00Z,1,2,0.5,1,1\n"),
+    "naive timestamps": lambda d: _bars_csv(d / "bars.csv", "2024-01-01 00:00,1,2,0.5,1,1\n"
+                                            "2024-01-01 01:00,1,2,0.5,1,1\n"),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _assert_one_line_error(capsys, code: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("gammabt: error:"), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_bars_file(case, tmp_path, capsys):
+    path = CASES[case](tmp_path)
+    results = tmp_path / "results"
+    code = main(["run", "--bars", str(path), "--results", str(results)])
+    _assert_one_line_error(capsys, code, path.name)
+    assert not results.exists() or not any(results.iterdir())
+
+
+@pytest.mark.parametrize("how", ["missing table", "truncated table", "foreign table",
+                                 "bad metadata"])
+def test_damaged_market_folder(how, market_dir, tmp_path, capsys):
+    folder = _damage(market_dir, tmp_path / "m", how)
+    results = tmp_path / "results"
+    code = main(["run", "--market", str(folder), "--results", str(results)])
+    _assert_one_line_error(capsys, code, "gammabt simulate")
+    assert not results.exists() or not any(results.iterdir())
+
+
+@pytest.mark.parametrize("toml,key", [
+    ('cash = "lots"', "cash"),
+    ("percent = true", "percent"),
+    ('zscore_window = 2.5', "zscore_window"),
+    ("borrow = 1", "borrow"),
+    ('instrument = "future"', "instrument"),
+    ("[params]\nlookback = true", "lookback"),
+    ("[params]\nmax_hold = 2.5", "max_hold"),
+    ("[params]\nlookback = -5", "lookback"),
+    ("[terms.perp]\nleverage = 0.5", "leverage"),
+    ("[terms.perp]\nmmr = inf", "mmr"),
+    ('terms = "cheap"', "terms"),
+])
+def test_bad_toml_values_name_the_key(toml, key, tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text(f'bars = "bars.csv"\n{toml}\n')
+    code = main(["run", "--config", str(path), "--results", str(tmp_path / "r")])
+    _assert_one_line_error(capsys, code, key)
+    assert not (tmp_path / "r").exists()
+
+
+def test_toml_date_literals_are_dates(tmp_path):
+    from gammabt.config import RunConfig
+
+    path = tmp_path / "run.toml"
+    path.write_text('bars = "bars.csv"\nstart = 2022-01-01\nend = 2022-02-01T00:00:00Z\n')
+    config = RunConfig.from_toml(path)
+    assert config.start == "2022-01-01T00:00:00+00:00"
+    assert config.end == "2022-02-01T00:00:00+00:00"
