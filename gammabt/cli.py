@@ -6,6 +6,7 @@ exits 1. ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,24 @@ def _frame_table(frame: pd.DataFrame, title: str, max_rows: int = 40) -> None:
                       "use --out to save all)[/dim]")
 
 
+def _refuse_overwriting_inputs(outputs: dict[str, Path | None],
+                               inputs: dict[str, Path | tuple[Path, ...] | None]) -> None:
+    """An output that is one of the inputs would destroy it: refuse before any work."""
+    given: dict[Path, str] = {}
+    for flag, value in inputs.items():
+        for path in (value if isinstance(value, tuple) else (value,)):
+            if path is not None:
+                given[Path(path).resolve()] = flag
+    for flag, out in outputs.items():
+        if out is not None and Path(out).resolve() in given:
+            raise ConfigError(f"{flag} {out} is the {given[Path(out).resolve()]} input",
+                              column=flag, expected="an output path that is not an input",
+                              fix=f"choose another {flag} file name")
+
+
 def _write_table(frame: pd.DataFrame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if out.suffix == ".csv":
         frame.to_csv(tmp, index=False)
     elif out.suffix == ".parquet":
@@ -254,6 +270,7 @@ def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
     from gammabt.run import resolve_dealer
     from indicators.gamma import summarize
 
+    _refuse_overwriting_inputs({"--out": out}, {"--chain": chain, "--spot": spot})
     table = load_chain(chain, spot=spot)
     dealer = resolve_dealer(dealer, table)
     summary = summarize(table, dealer=dealer)
@@ -300,6 +317,7 @@ def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) 
     from feeds.loaders import load_bars
     from indicators.basis import basis_table, constant_maturity
 
+    _refuse_overwriting_inputs({"--out": out}, {"--futures": futures, "--spot": spot})
     try:
         days = tuple(float(t) for t in tenors.split(","))
     except ValueError:
@@ -334,6 +352,8 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
     from feeds.loaders import load_bars
     from indicators.liquidation import estimate_liq_map
 
+    _refuse_overwriting_inputs({"--out": out, "--map-out": map_out},
+                               {"--bars": bars, "--oi": oi, "--liquidations": liquidations})
     liq_map = estimate_liq_map(load_bars(bars),
                                oi=None if oi is None else load_open_interest(oi),
                                liquidations=None if liquidations is None

@@ -117,3 +117,20 @@ def test_toml_date_literals_are_dates(tmp_path):
     config = RunConfig.from_toml(path)
     assert config.start == "2022-01-01T00:00:00+00:00"
     assert config.end == "2022-02-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["liq", "--bars", "{bars}", "--out", "{bars}"], "--out"),
+    (["liq", "--bars", "{bars}", "--map-out", "{bars}"], "--map-out"),
+    (["gex", "--chain", "{bars}", "--out", "{bars}"], "--out"),
+    (["basis", "--futures", "{bars}", "--spot", "{other}", "--out", "{other}"], "--out"),
+])
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(argv, flag, tmp_path,
+                                                                  capsys):
+    bars = _bars_csv(tmp_path / "bars.csv", "2024-01-01T00:00Z,1,2,0.5,1,1\n"
+                     "2024-01-01T01:00Z,1,2,0.5,1,1\n")
+    other = _bars_csv(tmp_path / "other.csv", "2024-01-01T00:00Z,1,2,0.5,1,1\n")
+    before = bars.read_bytes(), other.read_bytes()
+    code = main([a.format(bars=bars, other=other) for a in argv])
+    _assert_one_line_error(capsys, code, flag, "is the")
+    assert (bars.read_bytes(), other.read_bytes()) == before
