@@ -83,8 +83,7 @@ class InstrumentFeed(GammaFeed):
 
 def leg_feed(arrays: FeedArrays, leg: Leg, **bt_params) -> InstrumentFeed:
     """An :class:`InstrumentFeed` over ``arrays``; spot leg lines are added if absent."""
-    missing = [name for name in LINES_LEG if name not in arrays.lines]
-    if missing:
+    if any(name not in arrays.lines for name in LINES_LEG):
         arrays = with_lines(arrays, spot_leg_lines(len(arrays)))
     timeframe, compression = _timeframe(arrays.bar_freq_us)
     params = {"timeframe": timeframe, "compression": compression, **bt_params}
@@ -97,7 +96,7 @@ def with_lines(arrays: FeedArrays, lines: Mapping[str, np.ndarray]) -> FeedArray
     """A copy of ``arrays`` with some lines replaced or added (read-only float64)."""
     merged = dict(arrays.lines)
     for name, values in lines.items():
-        arr = np.ascontiguousarray(values, dtype=np.float64)
+        arr = np.array(values, dtype=np.float64)  # a copy: the caller's array stays writable
         if arr.shape != (len(arrays),):
             raise DataError(f"line {name!r} has {arr.shape[0]} values", column=name,
                             expected=f"{len(arrays)} values, one per bar",
