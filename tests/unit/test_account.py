@@ -274,3 +274,31 @@ def test_trading_the_perp_needs_perp_prices():
     bars = flat_bars(np.full(5, 40_000.0))
     with pytest.raises(ConfigError, match="instrument 'perp' has no prices"):
         run(scripted([], instrument="perp"), MarketInputs(bars=bars))
+
+
+@pytest.mark.realdata
+def test_daily_optionsdx_futures_fill_only_at_their_next_snapshot(real):
+    from feeds.derivs import load_futures
+    from feeds.loaders import load_bars
+
+    bars = load_bars(real("ohlcv/Bitstamp_BTCUSD_1h.csv.gz")).to_pandas()
+    bars = bars[(bars["ts"] >= "2022-03-01") & (bars["ts"] < "2022-03-11")]
+    bars = bars.reset_index(drop=True)
+    futures = load_futures(real("options/optionsdx_btc_eod/btc_eod_202203.txt.gz"))
+    table = futures.to_pandas()
+    name = "BTC-25MAR22"
+    quotes = table[table["instrument"] == name].set_index("ts")["price"]
+    # decide at the close of the 13:00 bar on 2022-03-03; OptionsDX snapshots are taken
+    # at 00:00 New York (05:00 UTC in March before the DST change)
+    decide = int(np.flatnonzero(bars["ts"] == pd.Timestamp("2022-03-03 13:00", tz="UTC"))[0])
+    result = run(scripted([(decide, "spot", 1.0), (decide, name, -1.0)]),
+                 MarketInputs(bars=bars, futures=futures))
+    fills = result.ledger[result.ledger["kind"] == "fill"].set_index("instrument")
+    next_quote = quotes[quotes.index > pd.Timestamp("2022-03-03 14:00", tz="UTC")].index[0]
+    assert next_quote.floor("h") == pd.Timestamp("2022-03-04 05:00", tz="UTC")
+    # the spot leg fills at the next bar's open; the future waits for its next snapshot,
+    # in the bar that contains it, at that snapshot's price
+    assert fills.loc["spot", "ts"] == pd.Timestamp("2022-03-03 15:00", tz="UTC")
+    assert fills.loc[name, "ts"] == next_quote.floor("h") + pd.Timedelta(hours=1)
+    assert fills.loc[name, "price"] == quotes[next_quote]
+    assert_identity(result, 100_000)
