@@ -366,6 +366,66 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
         _write_table(liq_map.to_frame(), map_out)
 
 
+@cli.group()
+def study() -> None:
+    """Event studies on real or simulated data (regime, events, basis, liquidations)."""
+
+
+def _print_frame(frame: pd.DataFrame, title: str) -> None:
+    if frame is not None and not frame.empty:
+        _frame_table(frame, title, max_rows=80)
+
+
+@study.command("regime")
+@click.option("--chain", "chains", required=True, multiple=True, type=IN_FILE,
+              help="Option-chain file; repeatable.")
+@click.option("--bars", "bars", required=True, multiple=True, type=IN_FILE,
+              help="Price bars for the forward measures; repeatable (concatenated).")
+@click.option("--spot", type=IN_FILE,
+              help="Bars giving each snapshot's reference spot. [default: --bars]")
+@click.option("--horizons", default="1h,4h,24h", show_default=True,
+              help="Forward horizons, multiples of the bar length.")
+@click.option("--by", type=click.Choice(["year", "month"]), help="Also split by period.")
+@click.option("--delay", help="Publication delay of the chain. [default: per format]")
+@click.option("--dealer", default="auto", show_default=True,
+              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
+                                 "explicit"]))
+@click.option("--boot", "n_boot", default=2000, show_default=True, type=int,
+              help="Bootstrap resamples (and permutations).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("results/studies/regime"), show_default=True)
+def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | None,
+                 horizons: str, by: str | None, delay: str | None, dealer: str,
+                 n_boot: int, seed: int, out: Path) -> None:
+    """Forward vol, returns and adverse moves after each snapshot, by gamma regime."""
+    from gammabt.study import parse_horizons, regime_study, write_regime_study
+
+    lag = None
+    if delay is not None:
+        try:
+            lag = pd.Timedelta(delay)
+        except ValueError:
+            raise ConfigError(f"--delay {delay!r} is not a duration", column="delay",
+                              expected="a duration like 0s or 1h", fix="e.g. --delay 1h"
+                              ) from None
+    if n_boot < 100:
+        raise ConfigError(f"--boot {n_boot}", column="boot", expected="at least 100",
+                          fix="e.g. --boot 2000")
+    res = regime_study(chains, bars, spot=spot, horizons=parse_horizons(horizons), by=by,
+                       dealer=dealer, delay=lag, n_boot=n_boot, seed=seed)
+    for note in res.notes:
+        console.print(f"[dim]{escape(note)}[/dim]")
+    _print_frame(res.ratios, "Short / long gamma ratio of means (95% block bootstrap, "
+                 "circular-shift permutation p)")
+    _print_frame(res.by_regime[res.by_regime["measure"] == "vol_ann"],
+                 "Forward realized vol (annualized) by regime")
+    _print_frame(res.by_flip, "Forward realized vol by distance of spot to the flip")
+    _print_frame(res.by_period, "Short / long vol ratio by period")
+    page = write_regime_study(res, out)
+    console.print(f"Wrote {out / 'study.parquet'} and {page}")
+
+
 @cli.command()
 def strategies() -> None:
     """List the registered strategies, their parameters, defaults and ranges."""
