@@ -287,18 +287,55 @@ def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
 @click.option("--days", default=30, show_default=True, type=int)
 @click.option("--freq", default="1h", show_default=True, help="Bar frequency (>= 1min).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (required unless --validate).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def simulate(scenario: str, days: int, freq: str, seed: int, out: Path,
-             overwrite: bool) -> None:
+@click.option("--validate", is_flag=True,
+              help="Compare the scenario's stylized facts over --seeds seeds with real "
+                   "hourly data instead of writing a market.")
+@click.option("--seeds", default=20, show_default=True, type=int,
+              help="Seeds 0..N-1 for --validate (30 days each, daily chains).")
+@click.option("--real-bars", "real_bars", multiple=True, type=IN_FILE,
+              help="Real hourly bars for --validate. [default: Bitstamp 2018-2022 and "
+                   "Binance 2023-2026 from the real-data folder]")
+def simulate(scenario: str, days: int, freq: str, seed: int, out: Path | None,
+             overwrite: bool, validate: bool, seeds: int, real_bars: tuple[Path, ...]
+             ) -> None:
     """Simulate a market with dealer-hedging feedback and write it as Parquet."""
     from feeds.synthetic import simulate as run_simulation
+
+    if validate:
+        _validate_simulator(scenario, seeds, real_bars)
+        return
+    if out is None:
+        raise ConfigError("--out is missing", column="out", expected="an output folder",
+                          fix="pass --out sim/ (or --validate)")
 
     market = run_simulation(scenario, days=days, freq=freq, seed=seed)
     market.write(out, overwrite=overwrite)
     console.print(f"Scenario {market.scenario!r}, seed {market.seed}: "
                   f"{market.bars.num_rows} bars, {market.chain.num_rows} option rows, "
                   f"{market.liquidations.num_rows} liquidations -> {out}")
+
+
+def _validate_simulator(scenario: str, seeds: int, real_bars: tuple[Path, ...]) -> None:
+    from feeds.realdata import real_file
+    from gammabt import sim_validate as sv
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}", column="seeds", expected="at least 1",
+                          fix="e.g. --seeds 20")
+    files = list(real_bars) or [p for p in map(real_file, sv.DEFAULT_REAL_BARS) if p]
+    if not files:
+        raise ConfigError("no real hourly bars to compare with", column="real-bars",
+                          expected="--real-bars FILE or the real-data folder",
+                          fix="pass --real-bars with an hourly OHLCV file")
+    real = pd.concat([sv.real_facts(files), sv.real_regime_facts()], ignore_index=True)
+    sim = sv.simulated_facts(scenario, seeds)
+    _frame_table(real, "Real hourly data (per file and year)", max_rows=80)
+    _frame_table(sv.compare(real, sim),
+                 f"{scenario}: simulated ({seeds} seeds, 30 days) vs real range "
+                 "(kurtosis is excess; ratio = forward 24 h vol short/long gamma)")
 
 
 @cli.command()

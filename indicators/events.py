@@ -345,3 +345,38 @@ def permutation_pvalue_reference(values, labels, n_perm=2000, seed=0):
         if abs(np.log((sum(s) / len(s)) / (sum(lg) / len(lg)))) >= obs - 1e-12:
             hits += 1
     return (1 + hits) / (1 + m)
+
+
+def abs_return_autocorr(r: npt.ArrayLike, lag: int) -> float:
+    """Autocorrelation of ``|r|`` at ``lag`` (Pearson correlation of the lagged pairs;
+    NaN pairs dropped). NaN when fewer than three pairs remain."""
+    a = np.abs(np.asarray(r, dtype=np.float64))
+    if a.size <= lag + 2:
+        return float("nan")
+    x, y = a[:-lag], a[lag:]
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3:
+        return float("nan")
+    return float(np.corrcoef(x[keep], y[keep])[0, 1])
+
+
+def stylized_facts(r: npt.ArrayLike, *, periods_per_year: float = HOURS_PER_YEAR,
+                   lags: tuple[int, ...] = (1, 24, 168)) -> dict[str, float]:
+    """Stylized facts of a log-return series (NaN dropped for the moments).
+
+    Returns ``vol_ann`` (sample standard deviation times ``sqrt(periods_per_year)``),
+    ``kurtosis_excess`` (fourth standardized moment minus 3, 0 for a normal; population
+    moments) and ``acf_abs_<lag>`` for each lag (see :func:`abs_return_autocorr`).
+    """
+    x = np.asarray(r, dtype=np.float64)
+    v = x[np.isfinite(x)]
+    out: dict[str, float] = {"n": float(v.size)}
+    if v.size < 4:
+        out.update({"vol_ann": float("nan"), "kurtosis_excess": float("nan")})
+    else:
+        d = v - v.mean()
+        out["vol_ann"] = float(v.std(ddof=1) * np.sqrt(periods_per_year))
+        out["kurtosis_excess"] = float(np.mean(d ** 4) / np.mean(d ** 2) ** 2 - 3.0)
+    for lag in lags:
+        out[f"acf_abs_{lag}"] = abs_return_autocorr(x, lag)
+    return out

@@ -174,3 +174,20 @@ def test_inputs_are_not_mutated():
     v = pd.Series([1.0, 2.0, 3.0, np.nan])
     bootstrap_ratio(v, [1, -1, 1, -1])
     assert v.isna().sum() == 1
+
+
+def test_stylized_facts_against_scipy_and_pandas():
+    from scipy.stats import kurtosis
+
+    from indicators.events import stylized_facts
+
+    rng = np.random.default_rng(8)
+    r = rng.standard_t(4, 5000) * 0.01
+    r[100] = np.nan
+    f = stylized_facts(r, periods_per_year=8760)
+    v = r[np.isfinite(r)]
+    assert f["vol_ann"] == pytest.approx(np.std(v, ddof=1) * np.sqrt(8760), rel=1e-12)
+    assert f["kurtosis_excess"] == pytest.approx(kurtosis(v, fisher=True, bias=True), rel=1e-10)
+    s = pd.Series(np.abs(r))
+    for lag in (1, 24, 168):
+        assert f[f"acf_abs_{lag}"] == pytest.approx(s.autocorr(lag), rel=1e-10)
