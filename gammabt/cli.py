@@ -463,6 +463,56 @@ def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | 
     console.print(f"Wrote {out / 'study.parquet'} and {page}")
 
 
+@study.command("events")
+@click.option("--at", "at", required=True, multiple=True, help="Event date (UTC); repeatable.")
+@click.option("--bars", required=True, multiple=True, type=IN_FILE,
+              help="Price bars (spot or perp); repeatable, concatenated.")
+@click.option("--perp", multiple=True, type=IN_FILE, help="Perpetual bars; repeatable.")
+@click.option("--spot", multiple=True, type=IN_FILE,
+              help="Spot bars for the premium when --bars is the perp; repeatable.")
+@click.option("--funding", type=IN_FILE)
+@click.option("--oi", type=IN_FILE)
+@click.option("--chain", "chains", multiple=True, type=IN_FILE)
+@click.option("--window", default="7D", show_default=True,
+              help="Half-width of the event window.")
+@click.option("--calm", default="21D", show_default=True,
+              help="Length of the calm baseline before the window.")
+@click.option("--out", type=OUT_FILE, help="Save the table (.parquet or .csv).")
+def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, ...],
+                 spot: tuple[Path, ...], funding: Path | None, oi: Path | None,
+                 chains: tuple[Path, ...], window: str, calm: str, out: Path | None) -> None:
+    """Each event window against the calm weeks before it."""
+    from gammabt.study_events import events_study, parse_dates
+
+    spans = []
+    for flag, text in (("--window", window), ("--calm", calm)):
+        try:
+            td = pd.Timedelta(text)
+        except ValueError:
+            td = pd.NaT
+        if pd.isna(td) or td <= pd.Timedelta(0):
+            raise ConfigError(f"{flag} {text!r} is not a positive duration",
+                              column=flag[2:], expected="a duration like 7D",
+                              fix=f"e.g. {flag} 7D")
+        spans.append(td)
+    _refuse_overwriting_inputs({"--out": out}, {"--bars": bars, "--perp": perp,
+                                                "--spot": spot})
+    table = events_study(parse_dates(at), bars, perp=perp, spot=spot, funding=funding, oi=oi,
+                         chains=chains, window=spans[0], calm=spans[1])
+    cols = [c for c in ("event", "segment", "n_bars", "ret", "vol_ann", "max_drawdown",
+                        "worst_move", "bars_to_trough", "premium_mean_bps",
+                        "premium_min_bps", "funding_apr_mean", "oi_change_pct",
+                        "liq_below", "reached_liq_below", "regime", "gamma_flip")
+            if c in table.columns]
+    _frame_table(table[cols], "Event windows vs the calm weeks before them")
+    for _, row in table.iterrows():
+        if row["notes"]:
+            console.print(f"[dim]{escape(row['event'])} {row['segment']}: "
+                          f"{escape(row['notes'])}[/dim]")
+    if out is not None:
+        _write_table(table, out)
+
+
 @cli.command()
 def strategies() -> None:
     """List the registered strategies, their parameters, defaults and ranges."""

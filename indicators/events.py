@@ -380,3 +380,40 @@ def stylized_facts(r: npt.ArrayLike, *, periods_per_year: float = HOURS_PER_YEAR
     for lag in lags:
         out[f"acf_abs_{lag}"] = abs_return_autocorr(x, lag)
     return out
+
+
+def path_measures(open_: npt.ArrayLike, high: npt.ArrayLike, low: npt.ArrayLike,
+                  close: npt.ArrayLike, *, periods_per_year: float = HOURS_PER_YEAR,
+                  speed_bars: int = 24) -> dict[str, float]:
+    """Price-path measures of one window of consecutive bars.
+
+    Formula::
+
+        ret            = log(C[-1] / O[0])
+        vol_ann        = sqrt(mean(r^2) * periods_per_year),  r = log returns as in
+                         forward_measures (first bar open-to-close, then close-to-close)
+        max_drawdown   = max over t of (1 - L[t] / max(O[0], H[0..t]))   (fraction)
+        worst_move     = min over windows of speed_bars bars of log(C[j] / O[j-k+1])
+                         (the fastest fall, log units per speed_bars bars)
+        bars_to_trough = bars from the running peak to the max-drawdown bar
+
+    NaN everywhere for an empty window; ``worst_move`` NaN when the window is shorter
+    than ``speed_bars``.
+    """
+    o, h, lo, c = (np.asarray(x, dtype=np.float64) for x in (open_, high, low, close))
+    n = c.size
+    nan = float("nan")
+    if n == 0:
+        return {"ret": nan, "vol_ann": nan, "max_drawdown": nan, "worst_move": nan,
+                "bars_to_trough": nan}
+    r = np.r_[np.log(c[0] / o[0]), np.diff(np.log(c))]
+    peak = np.maximum.accumulate(np.maximum(h, o[0]))
+    dd = 1.0 - lo / peak
+    t = int(np.argmax(dd))
+    peak_at = int(np.flatnonzero(np.maximum(h[: t + 1], o[0]) == peak[t])[0])
+    k = int(speed_bars)
+    worst = float(np.min(np.log(c[k - 1:] / o[: n - k + 1]))) if n >= k else nan
+    return {"ret": float(np.log(c[-1] / o[0])),
+            "vol_ann": float(np.sqrt(np.mean(r * r) * periods_per_year)),
+            "max_drawdown": float(max(dd[t], 0.0)), "worst_move": worst,
+            "bars_to_trough": float(t - peak_at)}

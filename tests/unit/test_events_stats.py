@@ -191,3 +191,19 @@ def test_stylized_facts_against_scipy_and_pandas():
     s = pd.Series(np.abs(r))
     for lag in (1, 24, 168):
         assert f[f"acf_abs_{lag}"] == pytest.approx(s.autocorr(lag), rel=1e-10)
+
+
+def test_path_measures_on_a_hand_made_crash():
+    from indicators.events import path_measures
+
+    # up 10% over 5 bars, then down to 70% of the peak over 3 bars, flat after
+    c = np.array([102, 104, 106, 108, 110, 100, 85, 77, 77, 77], dtype=float)
+    o = np.r_[100.0, c[:-1]]
+    m = path_measures(o, np.maximum(o, c), np.minimum(o, c), c, speed_bars=3)
+    assert m["max_drawdown"] == pytest.approx(1 - 77 / 110)
+    assert m["bars_to_trough"] == 3           # peak at bar 4 (close 110), trough bar 7
+    assert m["worst_move"] == pytest.approx(np.log(77 / 110))
+    assert m["ret"] == pytest.approx(np.log(77 / 100))
+    r = np.diff(np.log(np.r_[100.0, c]))
+    assert m["vol_ann"] == pytest.approx(np.sqrt(np.mean(r ** 2) * 8760))
+    assert np.isnan(path_measures([], [], [], [])["vol_ann"])
