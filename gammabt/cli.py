@@ -287,18 +287,55 @@ def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
 @click.option("--days", default=30, show_default=True, type=int)
 @click.option("--freq", default="1h", show_default=True, help="Bar frequency (>= 1min).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (required unless --validate).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def simulate(scenario: str, days: int, freq: str, seed: int, out: Path,
-             overwrite: bool) -> None:
+@click.option("--validate", is_flag=True,
+              help="Compare the scenario's stylized facts over --seeds seeds with real "
+                   "hourly data instead of writing a market.")
+@click.option("--seeds", default=20, show_default=True, type=int,
+              help="Seeds 0..N-1 for --validate (30 days each, daily chains).")
+@click.option("--real-bars", "real_bars", multiple=True, type=IN_FILE,
+              help="Real hourly bars for --validate. [default: Bitstamp 2018-2022 and "
+                   "Binance 2023-2026 from the real-data folder]")
+def simulate(scenario: str, days: int, freq: str, seed: int, out: Path | None,
+             overwrite: bool, validate: bool, seeds: int, real_bars: tuple[Path, ...]
+             ) -> None:
     """Simulate a market with dealer-hedging feedback and write it as Parquet."""
     from feeds.synthetic import simulate as run_simulation
+
+    if validate:
+        _validate_simulator(scenario, seeds, real_bars)
+        return
+    if out is None:
+        raise ConfigError("--out is missing", column="out", expected="an output folder",
+                          fix="pass --out sim/ (or --validate)")
 
     market = run_simulation(scenario, days=days, freq=freq, seed=seed)
     market.write(out, overwrite=overwrite)
     console.print(f"Scenario {market.scenario!r}, seed {market.seed}: "
                   f"{market.bars.num_rows} bars, {market.chain.num_rows} option rows, "
                   f"{market.liquidations.num_rows} liquidations -> {out}")
+
+
+def _validate_simulator(scenario: str, seeds: int, real_bars: tuple[Path, ...]) -> None:
+    from feeds.realdata import real_file
+    from gammabt import sim_validate as sv
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}", column="seeds", expected="at least 1",
+                          fix="e.g. --seeds 20")
+    files = list(real_bars) or [p for p in map(real_file, sv.DEFAULT_REAL_BARS) if p]
+    if not files:
+        raise ConfigError("no real hourly bars to compare with", column="real-bars",
+                          expected="--real-bars FILE or the real-data folder",
+                          fix="pass --real-bars with an hourly OHLCV file")
+    real = pd.concat([sv.real_facts(files), sv.real_regime_facts()], ignore_index=True)
+    sim = sv.simulated_facts(scenario, seeds)
+    _frame_table(real, "Real hourly data (per file and year)", max_rows=80)
+    _frame_table(sv.compare(real, sim),
+                 f"{scenario}: simulated ({seeds} seeds, 30 days) vs real range "
+                 "(kurtosis is excess; ratio = forward 24 h vol short/long gamma)")
 
 
 @cli.command()
@@ -364,6 +401,116 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
         _write_table(liq_map.lines, out)
     if map_out is not None:
         _write_table(liq_map.to_frame(), map_out)
+
+
+@cli.group()
+def study() -> None:
+    """Event studies on real or simulated data (regime, events, basis, liquidations)."""
+
+
+def _print_frame(frame: pd.DataFrame, title: str) -> None:
+    if frame is not None and not frame.empty:
+        _frame_table(frame, title, max_rows=80)
+
+
+@study.command("regime")
+@click.option("--chain", "chains", required=True, multiple=True, type=IN_FILE,
+              help="Option-chain file; repeatable.")
+@click.option("--bars", "bars", required=True, multiple=True, type=IN_FILE,
+              help="Price bars for the forward measures; repeatable (concatenated).")
+@click.option("--spot", type=IN_FILE,
+              help="Bars giving each snapshot's reference spot. [default: --bars]")
+@click.option("--horizons", default="1h,4h,24h", show_default=True,
+              help="Forward horizons, multiples of the bar length.")
+@click.option("--by", type=click.Choice(["year", "month"]), help="Also split by period.")
+@click.option("--delay", help="Publication delay of the chain. [default: per format]")
+@click.option("--dealer", default="auto", show_default=True,
+              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
+                                 "explicit"]))
+@click.option("--boot", "n_boot", default=2000, show_default=True, type=int,
+              help="Bootstrap resamples (and permutations).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("results/studies/regime"), show_default=True)
+def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | None,
+                 horizons: str, by: str | None, delay: str | None, dealer: str,
+                 n_boot: int, seed: int, out: Path) -> None:
+    """Forward vol, returns and adverse moves after each snapshot, by gamma regime."""
+    from gammabt.study import parse_horizons, regime_study, write_regime_study
+
+    lag = None
+    if delay is not None:
+        try:
+            lag = pd.Timedelta(delay)
+        except ValueError:
+            raise ConfigError(f"--delay {delay!r} is not a duration", column="delay",
+                              expected="a duration like 0s or 1h", fix="e.g. --delay 1h"
+                              ) from None
+    if n_boot < 100:
+        raise ConfigError(f"--boot {n_boot}", column="boot", expected="at least 100",
+                          fix="e.g. --boot 2000")
+    res = regime_study(chains, bars, spot=spot, horizons=parse_horizons(horizons), by=by,
+                       dealer=dealer, delay=lag, n_boot=n_boot, seed=seed)
+    for note in res.notes:
+        console.print(f"[dim]{escape(note)}[/dim]")
+    _print_frame(res.ratios, "Short / long gamma ratio of means (95% block bootstrap, "
+                 "circular-shift permutation p)")
+    _print_frame(res.by_regime[res.by_regime["measure"] == "vol_ann"],
+                 "Forward realized vol (annualized) by regime")
+    _print_frame(res.by_flip, "Forward realized vol by distance of spot to the flip")
+    _print_frame(res.by_period, "Short / long vol ratio by period")
+    page = write_regime_study(res, out)
+    console.print(f"Wrote {out / 'study.parquet'} and {page}")
+
+
+@study.command("events")
+@click.option("--at", "at", required=True, multiple=True, help="Event date (UTC); repeatable.")
+@click.option("--bars", required=True, multiple=True, type=IN_FILE,
+              help="Price bars (spot or perp); repeatable, concatenated.")
+@click.option("--perp", multiple=True, type=IN_FILE, help="Perpetual bars; repeatable.")
+@click.option("--spot", multiple=True, type=IN_FILE,
+              help="Spot bars for the premium when --bars is the perp; repeatable.")
+@click.option("--funding", type=IN_FILE)
+@click.option("--oi", type=IN_FILE)
+@click.option("--chain", "chains", multiple=True, type=IN_FILE)
+@click.option("--window", default="7D", show_default=True,
+              help="Half-width of the event window.")
+@click.option("--calm", default="21D", show_default=True,
+              help="Length of the calm baseline before the window.")
+@click.option("--out", type=OUT_FILE, help="Save the table (.parquet or .csv).")
+def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, ...],
+                 spot: tuple[Path, ...], funding: Path | None, oi: Path | None,
+                 chains: tuple[Path, ...], window: str, calm: str, out: Path | None) -> None:
+    """Each event window against the calm weeks before it."""
+    from gammabt.study_events import events_study, parse_dates
+
+    spans = []
+    for flag, text in (("--window", window), ("--calm", calm)):
+        try:
+            td = pd.Timedelta(text)
+        except ValueError:
+            td = pd.NaT
+        if pd.isna(td) or td <= pd.Timedelta(0):
+            raise ConfigError(f"{flag} {text!r} is not a positive duration",
+                              column=flag[2:], expected="a duration like 7D",
+                              fix=f"e.g. {flag} 7D")
+        spans.append(td)
+    _refuse_overwriting_inputs({"--out": out}, {"--bars": bars, "--perp": perp,
+                                                "--spot": spot})
+    table = events_study(parse_dates(at), bars, perp=perp, spot=spot, funding=funding, oi=oi,
+                         chains=chains, window=spans[0], calm=spans[1])
+    cols = [c for c in ("event", "segment", "n_bars", "ret", "vol_ann", "max_drawdown",
+                        "worst_move", "bars_to_trough", "premium_mean_bps",
+                        "premium_min_bps", "funding_apr_mean", "oi_change_pct",
+                        "liq_below", "reached_liq_below", "regime", "gamma_flip")
+            if c in table.columns]
+    _frame_table(table[cols], "Event windows vs the calm weeks before them")
+    for _, row in table.iterrows():
+        if row["notes"]:
+            console.print(f"[dim]{escape(row['event'])} {row['segment']}: "
+                          f"{escape(row['notes'])}[/dim]")
+    if out is not None:
+        _write_table(table, out)
 
 
 @cli.command()
