@@ -513,6 +513,123 @@ def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, 
         _write_table(table, out)
 
 
+def _delay(text: str) -> pd.Timedelta:
+    try:
+        lag = pd.Timedelta(text)
+    except ValueError:
+        lag = pd.NaT
+    if pd.isna(lag) or lag < pd.Timedelta(0):
+        raise ConfigError(f"--delay {text!r} is not a duration >= 0", column="delay",
+                          expected="a duration like 0s or 1h", fix="e.g. --delay 1h")
+    return lag
+
+
+@study.command("basis")
+@click.option("--futures", required=True, multiple=True, type=IN_FILE,
+              help="Futures prices (ts, expiry, price; or OptionsDX chain files); repeatable.")
+@click.option("--spot", required=True, multiple=True, type=IN_FILE,
+              help="Spot bars; repeatable (concatenated).")
+@click.option("--funding", type=IN_FILE, help="Funding rates: forward mean funding APR.")
+@click.option("--oi", type=IN_FILE, help="Open interest: forward OI change and OI drops.")
+@click.option("--horizons", default="4h,24h", show_default=True,
+              help="Forward horizons, multiples of the bar length.")
+@click.option("--z", default=3.0, show_default=True, type=float,
+              help="Dislocation: one-step change of this many sigma.")
+@click.option("--jump", default=0.03, show_default=True, type=float,
+              help="Dislocation: annualized basis move (fraction) within --window.")
+@click.option("--window", default=30, show_default=True, type=int,
+              help="Observations in the look-back window.")
+@click.option("--delay", default="0s", show_default=True,
+              help="Publication delay of the futures quotes.")
+@click.option("--boot", "n_boot", default=2000, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("results/studies/basis"), show_default=True)
+def study_basis(futures: tuple[Path, ...], spot: tuple[Path, ...], funding: Path | None,
+                oi: Path | None, horizons: str, z: float, jump: float, window: int,
+                delay: str, n_boot: int, seed: int, out: Path) -> None:
+    """What followed basis dislocations, against matched non-event times."""
+    from gammabt.study import parse_horizons
+    from gammabt.study_flows import basis_study, write_basis_study
+
+    res = basis_study(futures, spot, funding=funding, oi=oi,
+                      horizons=parse_horizons(horizons), z=z, jump=jump, window=window,
+                      delay=_delay(delay), n_boot=n_boot, seed=seed)
+    for note in res.notes:
+        console.print(f"[dim]{escape(note)}[/dim]")
+    console.print(f"{res.meta['n_events']} dislocations, {res.meta['n_control']} control stamps")
+    _print_frame(res.tables["ratios"], "After a dislocation / control, ratio of means (95% "
+                 "bootstrap, permutation p)")
+    by = res.tables["by_group"]
+    _print_frame(by[by["measure"].isin(["ret", "vol_ann", "funding_apr", "oi_change"])],
+                 "Forward measures by group")
+    page = write_basis_study(res, out)
+    console.print(f"Wrote {out / 'study.parquet'} and {page}")
+
+
+@study.command("liquidations")
+@click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A simulated market folder (perp bars, OI and true liquidations).")
+@click.option("--bars", multiple=True, type=IN_FILE,
+              help="Bars to estimate the map from (perp bars preferably); repeatable.")
+@click.option("--liquidations", type=IN_FILE, help="Observed liquidations (the truth).")
+@click.option("--oi", type=IN_FILE, help="Open interest (else the map uses volume).")
+@click.option("--tolerances", default="0.0025,0.005,0.01,0.02", show_default=True,
+              help="Price tolerances (fractions) for a predicted liquidation.")
+@click.option("--horizons", default="1h,6h", show_default=True)
+@click.option("--min-cluster-usd", default=0.0, show_default=True, type=float)
+@click.option("--burn-in", default=24, show_default=True, type=int,
+              help="Bars skipped while the map fills.")
+@click.option("--boot", "n_boot", default=2000, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("results/studies/liquidations"), show_default=True)
+def study_liquidations(market: Path | None, bars: tuple[Path, ...],
+                       liquidations: Path | None, oi: Path | None, tolerances: str,
+                       horizons: str, min_cluster_usd: float, burn_in: int, n_boot: int,
+                       seed: int, out: Path) -> None:
+    """How well estimated clusters predict liquidations, and price at the clusters."""
+    from gammabt.study import _concat_bars, parse_horizons
+    from gammabt.study_flows import liquidation_study, write_liquidation_study
+
+    try:
+        tols = tuple(float(t) for t in tolerances.split(","))
+    except ValueError:
+        raise ConfigError(f"--tolerances {tolerances!r} is not a list of numbers",
+                          column="tolerances", expected="fractions like 0.0025,0.01",
+                          fix="e.g. --tolerances 0.0025,0.005,0.01") from None
+    if market is not None:
+        from feeds.synthetic import load_market
+
+        m = load_market(market)
+        frame, truth, oi_table, source = m.perp.to_pandas(), m.liquidations, m.perp_oi, \
+            str(market)
+    else:
+        if not bars or liquidations is None:
+            raise ConfigError("no market given", column="market",
+                              expected="--market DIR, or --bars FILE and --liquidations FILE",
+                              fix="pass a simulated market folder or both files")
+        from feeds.derivs import load_liquidations, load_open_interest
+
+        frame, truth = _concat_bars(bars), load_liquidations(liquidations)
+        oi_table = None if oi is None else load_open_interest(oi)
+        source = ", ".join(str(b) for b in bars)
+    res = liquidation_study(frame, truth, oi=oi_table, tolerances=tols,
+                            horizons=parse_horizons(horizons), min_cluster_usd=min_cluster_usd, burn_in=burn_in,
+                            n_boot=n_boot, seed=seed, source=source)
+    for note in res.notes:
+        console.print(f"[dim]{escape(note)}[/dim]")
+    _print_frame(res.tables["hit_rates"], "Share of liquidated USD near a cluster predicted "
+                 "before it, vs evenly spread and random levels")
+    _print_frame(res.tables["through"], "Cluster touches that closed through the level")
+    by = res.tables["by_group"]
+    _print_frame(by[by["measure"] == "continuation"],
+                 "Move in the touch's direction after it (log units) vs control bars")
+    _print_frame(res.tables["ratios"], "Touch / control ratio of means")
+    page = write_liquidation_study(res, out)
+    console.print(f"Wrote {out / 'study.parquet'} and {page}")
+
+
 @cli.command()
 def strategies() -> None:
     """List the registered strategies, their parameters, defaults and ranges."""

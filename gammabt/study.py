@@ -276,15 +276,44 @@ _TEMPLATE = """<!doctype html>
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;
 text-align:right}th{background:#eee}</style></head><body>
 <h1>{{ title }}</h1>
-<p>Chains: {{ meta.chains | join(', ') }}<br>Bars: {{ meta.bars | join(', ') }}<br>
-Reference spot: {{ meta.spot_source | join(', ') }}; horizons {{ meta.horizons | join(', ') }};
-moving-block bootstrap ({{ meta.n_boot }} resamples, seed {{ meta.seed }}) and circular-shift
-permutation p-values.</p>
+<p>{% for line in meta_lines %}{{ line }}<br>{% endfor %}</p>
 {% for note in notes %}<p><em>{{ note }}</em></p>{% endfor %}
 {% for name, html in tables %}<h2>{{ name }}</h2>{{ html | safe }}{% endfor %}
 {% for fig in figures %}{{ fig | safe }}{% endfor %}
 </body></html>
 """
+
+
+def write_study(out: Path, *, frame: pd.DataFrame, tables: Sequence[tuple[str, pd.DataFrame]],
+                title: str, meta_lines: Sequence[str], notes: Sequence[str],
+                figures: Sequence[str]) -> Path:
+    """Write a study folder: ``study.parquet`` (``frame``), ``tables.json``,
+    ``study.html`` (Jinja2, autoescaped) and ``plotly.min.js`` beside it, each file
+    written to a temporary name, then renamed. Returns the page's path."""
+    import jinja2
+    from plotly.offline import get_plotlyjs
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f".{os.getpid()}.tmp"
+
+    def put(name: str, write) -> None:
+        tmp = out / f".{name}{tag}"
+        write(tmp)
+        tmp.replace(out / name)
+
+    put("study.parquet", lambda p: frame.to_parquet(p, index=False))
+    put("tables.json", lambda p: p.write_text(json.dumps(
+        {name: t.to_dict(orient="records") for name, t in tables}, indent=1, default=str)))
+    env = jinja2.Environment(autoescape=True)
+    html = env.from_string(_TEMPLATE).render(
+        title=title, meta_lines=meta_lines, notes=notes,
+        tables=[(n, t.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
+                for n, t in tables if not t.empty],
+        figures=figures)
+    put("plotly.min.js", lambda p: p.write_text(get_plotlyjs()))
+    put("study.html", lambda p: p.write_text(html))
+    return out / "study.html"
 
 
 def _figures(study: RegimeStudy) -> list[str]:
@@ -312,34 +341,14 @@ def _figures(study: RegimeStudy) -> list[str]:
 
 
 def write_regime_study(study: RegimeStudy, out: Path) -> Path:
-    """Write ``study.parquet`` (per snapshot), ``tables.json``, ``study.html`` and
-    ``plotly.min.js`` into ``out`` (each file written to a temporary name, then renamed)."""
-    import jinja2
-    from plotly.offline import get_plotlyjs
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = f".{os.getpid()}.tmp"
-
-    def put(name: str, write) -> None:
-        tmp = out / f".{name}{tag}"
-        write(tmp)
-        tmp.replace(out / name)
-
-    put("study.parquet", lambda p: study.snapshots.to_parquet(p, index=False))
+    """Write the regime study's folder (see :func:`write_study`)."""
+    meta = study.meta
     tables = [("Short / long gamma ratio", study.ratios), ("By regime", study.by_regime),
-              ("Forward vol by flip distance", study.by_flip)]
-    if not study.by_period.empty:
-        tables.append(("By period", study.by_period))
-    put("tables.json", lambda p: p.write_text(json.dumps(
-        {name: t.to_dict(orient="records") for name, t in tables}, indent=1, default=str)))
-    env = jinja2.Environment(autoescape=True)
-    html = env.from_string(_TEMPLATE).render(
-        title="Regime study: forward moves after dealer-gamma snapshots",
-        meta=study.meta, notes=study.notes,
-        tables=[(n, t.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
-                for n, t in tables],
-        figures=_figures(study))
-    put("plotly.min.js", lambda p: p.write_text(get_plotlyjs()))
-    put("study.html", lambda p: p.write_text(html))
-    return out / "study.html"
+              ("Forward vol by flip distance", study.by_flip), ("By period", study.by_period)]
+    lines = [f"Chains: {', '.join(meta['chains'])}", f"Bars: {', '.join(meta['bars'])}",
+             f"Reference spot: {', '.join(meta['spot_source'])}; horizons "
+             f"{', '.join(meta['horizons'])}; moving-block bootstrap ({meta['n_boot']} "
+             f"resamples, seed {meta['seed']}) and circular-shift permutation p-values."]
+    return write_study(out, frame=study.snapshots, tables=tables,
+                       title="Regime study: forward moves after dealer-gamma snapshots",
+                       meta_lines=lines, notes=study.notes, figures=_figures(study))

@@ -417,3 +417,50 @@ def path_measures(open_: npt.ArrayLike, high: npt.ArrayLike, low: npt.ArrayLike,
             "vol_ann": float(np.sqrt(np.mean(r * r) * periods_per_year)),
             "max_drawdown": float(max(dd[t], 0.0)), "worst_move": worst,
             "bars_to_trough": float(t - peak_at)}
+
+
+def cluster_touches(high: npt.ArrayLike, low: npt.ArrayLike, below: npt.ArrayLike,
+                    below_usd: npt.ArrayLike, above: npt.ArrayLike, above_usd: npt.ArrayLike,
+                    *, min_usd: float = 0.0) -> dict[str, np.ndarray]:
+    """Bars that reach a liquidation cluster known at the previous bar's close.
+
+    Formula::
+
+        down touch at bar i:  low[i]  <= below[i-1]  and below_usd[i-1] >= min_usd
+        up touch at bar i:    high[i] >= above[i-1]  and above_usd[i-1] >= min_usd
+
+    ``below``/``above`` are the nearest long-/short-liquidation clusters per bar
+    (USD price, NaN when none), point in time at each bar's close, as
+    ``indicators.liquidation.estimate_liq_map(...).lines`` gives them. A bar that
+    reaches both gives two touches.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``bar`` (touching bar index), ``direction`` (-1 down through a long cluster, +1
+        up through a short one) and ``level`` (USD), in bar order (down before up on a
+        bar that does both).
+    """
+    h, lo = (np.asarray(x, dtype=np.float64) for x in (high, low))
+    b, bu, a, au = (np.asarray(x, dtype=np.float64) for x in (below, below_usd, above,
+                                                                above_usd))
+    with np.errstate(invalid="ignore"):
+        down = np.r_[False, (lo[1:] <= b[:-1]) & (bu[:-1] >= min_usd)]
+        up = np.r_[False, (h[1:] >= a[:-1]) & (au[:-1] >= min_usd)]
+    bars = np.r_[np.flatnonzero(down), np.flatnonzero(up)]
+    direction = np.r_[np.full(down.sum(), -1), np.full(up.sum(), 1)].astype(np.int64)
+    level = np.r_[b[np.flatnonzero(down) - 1], a[np.flatnonzero(up) - 1]]
+    order = np.lexsort((direction, bars))
+    return {"bar": bars[order].astype(np.int64), "direction": direction[order],
+            "level": level[order]}
+
+
+def cluster_touches_reference(high, low, below, below_usd, above, above_usd, *, min_usd=0.0):
+    """Slow per-bar loop computing the same as :func:`cluster_touches`."""
+    rows = []
+    for i in range(1, len(high)):
+        if low[i] <= below[i - 1] and below_usd[i - 1] >= min_usd:
+            rows.append((i, -1, below[i - 1]))
+        if high[i] >= above[i - 1] and above_usd[i - 1] >= min_usd:
+            rows.append((i, 1, above[i - 1]))
+    return rows
