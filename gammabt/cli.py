@@ -117,6 +117,14 @@ def _write_table(frame: pd.DataFrame, out: Path) -> None:
     console.print(f"Wrote {len(frame)} rows to {out}")
 
 
+def _label_option(ctx: click.Context, param: click.Parameter, value: str | None,
+                  ) -> str | None:
+    """Refuse a bad --label before any input is read."""
+    from gammabt.index import check_label
+
+    return check_label(value, source="--label")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="gammabt")
@@ -200,6 +208,9 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
                    "e.g. --term perp.leverage=5.")
 @click.option("--front-min-dte", type=float,
               help="Days to expiry below which the front series rolls. [default: 7]")
+@click.option("--label", callback=_label_option,
+              help="Name for the run (letters, digits, - _ .): in its id, `gammabt ls` and "
+                   "every page.")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
 def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
@@ -344,6 +355,67 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
         _write_table(liq_map.lines, out)
     if map_out is not None:
         _write_table(liq_map.to_frame(), map_out)
+
+
+LS_SORT = ("run_id", "sharpe", "sortino", "total_return", "cagr", "max_drawdown",
+           "volatility_ann", "n_trades", "final_value", "start", "end")
+
+
+@cli.command("ls")
+@click.option("--strategy", help="Only runs of this strategy.")
+@click.option("--label", "label_glob", help="Only runs whose label matches this glob, e.g. 'flip-*'.")
+@click.option("--sort", "sort_by", default="run_id", show_default=True,
+              type=click.Choice(LS_SORT),
+              help="Sort key; metrics sort best first (volatility lowest first), run_id "
+                   "newest first.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most N runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON lines.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def ls_cmd(strategy: str | None, label_glob: str | None, sort_by: str, limit: int | None,
+           as_json: bool, results_dir: Path) -> None:
+    """List finished runs from results/index.parquet (rebuilt when missing or stale)."""
+    import fnmatch
+    import json
+
+    from gammabt.index import load_index
+
+    frame = load_index(results_dir)
+    if strategy is not None:
+        frame = frame[frame["strategy"] == strategy]
+    if label_glob is not None:
+        frame = frame[frame["label"].map(lambda v: fnmatch.fnmatchcase(v, label_glob))]
+    ascending = sort_by in ("volatility_ann", "start", "end")
+    frame = frame.sort_values(sort_by, ascending=ascending, na_position="last",
+                              kind="stable")
+    if limit is not None:
+        frame = frame.head(limit)
+    if as_json:
+        for row in frame.to_dict("records"):
+            row = {k: (None if isinstance(v, float) and v != v else
+                       v.isoformat() if isinstance(v, pd.Timestamp) else v)
+                   for k, v in row.items()}
+            click.echo(json.dumps(row, sort_keys=True, default=str))
+        return
+    if frame.empty:
+        console.print(f"no runs under {escape(str(results_dir))}")
+        return
+    table = Table(title=f"Runs in {escape(str(results_dir))}")
+    for col in ("run_id", "label", "strategy", "period", "sharpe", "total_return",
+                "max_drawdown", "n_trades"):
+        table.add_column(col, justify="left" if col in ("run_id", "label", "strategy",
+                                                         "period") else "right")
+    for row in frame.itertuples():
+        period = "" if pd.isna(row.start) else \
+            f"{row.start:%Y-%m-%d} .. {row.end:%Y-%m-%d}"
+        table.add_row(escape(row.run_id), escape(row.label), escape(row.strategy), period,
+                      _fmt(row.sharpe if row.sharpe == row.sharpe else None),
+                      _fmt(row.total_return if row.total_return == row.total_return
+                           else None),
+                      _fmt(row.max_drawdown if row.max_drawdown == row.max_drawdown
+                           else None),
+                      _fmt(None if row.n_trades != row.n_trades else int(row.n_trades)))
+    console.print(table)
 
 
 @cli.command()

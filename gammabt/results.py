@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from gammabt.index import update_index
 from gammabt.report import write_tearsheet
 from gammabt.run import RunResult
 
@@ -81,6 +82,7 @@ def write_run(result: RunResult, root: str | Path = "results", *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    update_index(root, final)
     return final
 
 
