@@ -357,6 +357,27 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
         _write_table(liq_map.to_frame(), map_out)
 
 
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", type=OUT_FILE, default=None,
+              help="HTML page to write. [default: <results>/compare/<first>-vs-<n>.html]")
+@click.option("--csv", "csv_out", type=OUT_FILE, help="Also export the metrics table as CSV.")
+@click.option("--parquet", "parquet_out", type=OUT_FILE,
+              help="Also export the metrics table as Parquet.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def compare_cmd(runs: tuple[str, ...], out: Path | None, csv_out: Path | None,
+                parquet_out: Path | None, results_dir: Path) -> None:
+    """Compare 2 to 50 runs (ids, label globs or folders) on one offline HTML page."""
+    from gammabt.compare import load_runs, write_compare
+
+    loaded = load_runs(list(runs), results_dir)
+    if out is None:
+        out = results_dir / "compare" / f"{loaded[0].run_id}-vs-{len(loaded) - 1}.html"
+    page = write_compare(loaded, out, csv=csv_out, parquet=parquet_out)
+    console.print(f"Compared {len(loaded)} runs: {escape(str(page))}")
+
+
 LS_SORT = ("run_id", "sharpe", "sortino", "total_return", "cagr", "max_drawdown",
            "volatility_ann", "n_trades", "final_value", "start", "end")
 
