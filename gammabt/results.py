@@ -19,10 +19,11 @@ import pandas as pd
 from gammabt.index import update_index
 from gammabt.report import write_tearsheet
 from gammabt.run import RunResult
+from gammabt.runpage import write_report_page
 
 FILES = ("config.json", "metrics.json", "returns.parquet", "equity.parquet",
          "trades.parquet", "orders.parquet", "ledger.parquet", "positions.parquet",
-         "tearsheet.html")
+         "tearsheet.html", "report.html")
 
 
 def _json_safe(value: Any) -> Any:
@@ -40,8 +41,11 @@ def _dump(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_run(result: RunResult, root: str | Path = "results", *,
-              tearsheet: bool = True) -> Path:
+              tearsheet: bool = True, report: bool = True) -> Path:
     """Write ``result`` to ``root/<run_id>/`` atomically and return that folder.
+
+    ``report.html`` (market charts of the run, :mod:`gammabt.runpage`) links to the
+    plotly.js saved once in ``root``. The run is added to ``root/index.parquet``.
 
     An existing folder is never overwritten: a second run with the same id (same config
     and data within the same second) goes to ``<run_id>-2`` and so on.
@@ -78,6 +82,8 @@ def write_run(result: RunResult, root: str | Path = "results", *,
         if tearsheet:
             write_tearsheet(result.returns, result.benchmark, tmp / "tearsheet.html",
                             title=f"gammabt {result.config.strategy} ({result.run_id})")
+        if report:
+            write_report_page(result, tmp / "report.html", plotlyjs_dir=root)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

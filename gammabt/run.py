@@ -88,6 +88,8 @@ class RunResult:
     versions: dict[str, str]
     notes: tuple[str, ...] = ()
     elapsed_s: float = 0.0
+    # the market the run saw, for the report page's charts (not written to disk)
+    inputs: MarketInputs | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_rejected(self) -> int:
@@ -338,4 +340,4 @@ def run(config: RunConfig, inputs: MarketInputs | None = None) -> RunResult:
                      metrics=metrics, ledger=ledger, positions=positions,
                      input_hashes=inputs.input_hashes,
                      versions=package_versions(), notes=inputs.notes,
-                     elapsed_s=time.perf_counter() - started)
+                     elapsed_s=time.perf_counter() - started, inputs=inputs)
