@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from gammabt.index import update_index
-from gammabt.report import write_tearsheet
+from gammabt.report import rolling_windows, write_tearsheet  # noqa: F401 (re-export)
 from gammabt.run import RunResult
 from gammabt.runpage import write_report_page
 
@@ -38,6 +38,40 @@ def _json_safe(value: Any) -> Any:
 
 def _dump(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def tearsheet_header(result: RunResult) -> dict[str, str]:
+    """What the tearsheet shows under its title: who, with what, on what, when."""
+    config = result.config
+    params = ", ".join(f"{k}={v}" for k, v in config.params) or "defaults"
+    terms = "; ".join(f"{kind}: " + ", ".join(f"{k}={v:g}" for k, v in values)
+                      for kind, values in config.terms)
+    costs = (f"commission {config.commission_bps:g} bps, slippage {config.slippage_bps:g} bps, "
+             f"size {config.percent:g}% of equity on {config.instrument}"
+             + (", short spot borrowing on" if config.borrow else "")
+             + (f"; terms {terms}" if terms else ""))
+    data = "; ".join(f"{role}: {Path(path).name} (sha256 {result.input_hashes.get(role, '')[:12]})"
+                     for role, path in config.inputs().items())
+    r = result.returns
+    period = (f"{r.index[0]:%Y-%m-%d} .. {r.index[-1]:%Y-%m-%d} UTC ({len(r)} days)"
+              if len(r) else "no days")
+    return {"Strategy": config.strategy, "Label": config.label or "(none)",
+            "Parameters": params, "Costs": costs, "Data": data or "(none)",
+            "Period": period, "Run": result.run_id}
+
+
+def zero_trade_notice(result: RunResult) -> str | None:
+    """A line for runs that never traded, so a flat page does not look broken."""
+    metrics = result.metrics
+    if metrics.get("n_orders"):
+        if metrics.get("n_trades"):
+            return None
+        if metrics.get("n_completed"):
+            return None  # a position was opened and is still held
+        return (f"No order was filled: {metrics.get('n_orders')} order(s) were refused "
+                "(see orders.parquet); the strategy stayed flat.")
+    return ("This run placed no order: the strategy's conditions never held, so its "
+            "returns are zero throughout.")
 
 
 def write_run(result: RunResult, root: str | Path = "results", *,
@@ -81,7 +115,8 @@ def write_run(result: RunResult, root: str | Path = "results", *,
         result.positions.to_parquet(tmp / "positions.parquet", index=False)
         if tearsheet:
             write_tearsheet(result.returns, result.benchmark, tmp / "tearsheet.html",
-                            title=f"gammabt {result.config.strategy} ({result.run_id})")
+                            title=f"gammabt {result.config.strategy} ({result.run_id})",
+                            header=tearsheet_header(result), notice=zero_trade_notice(result))
         if report:
             write_report_page(result, tmp / "report.html", plotlyjs_dir=root)
         os.replace(tmp, final)

@@ -43,3 +43,24 @@ def test_crash_mid_write_leaves_no_run_folder(result, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         results.write_run(result, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tearsheet_header_and_fitted_windows(result, tmp_path):
+    folder = results.write_run(result, tmp_path)
+    page = (folder / "tearsheet.html").read_text()
+    header = page[page.index('class="gammabt-header"'):]
+    for text in ("gamma_flip", "Parameters", "commission 5 bps", "unused.csv", "Period",
+                 f"{result.returns.index[0]:%Y-%m-%d}"):
+        assert text in header, text
+    assert results.rolling_windows(len(result.returns)) == (5, 3)
+    assert results.rolling_windows(10_000) == (365, 182)
+
+
+def test_zero_trade_run_says_so(tmp_path):
+    bars = make_bars(n=24 * 5)
+    quiet = run(RunConfig(bars="unused.csv"),
+                MarketInputs(bars=bars, summary=make_summary(bars, 1.0, 0.5)))
+    assert quiet.metrics["n_orders"] == 0
+    page = (results.write_run(quiet, tmp_path) / "tearsheet.html").read_text()
+    assert "This run placed no order" in page
+    assert results.zero_trade_notice(quiet) is not None
