@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from gammabt.index import update_index
-from gammabt.report import rolling_windows, write_tearsheet  # noqa: F401 (re-export)
+from gammabt.report import write_tearsheet
 from gammabt.run import RunResult
 from gammabt.runpage import write_report_page
 

@@ -9,6 +9,7 @@ import pytest
 
 import gammabt.results as results
 from gammabt.config import RunConfig
+from gammabt.report import rolling_windows
 from gammabt.run import MarketInputs, run
 from tests.data.hand_made import make_bars, make_summary
 
@@ -52,8 +53,8 @@ def test_tearsheet_header_and_fitted_windows(result, tmp_path):
     for text in ("gamma_flip", "Parameters", "commission 5 bps", "unused.csv", "Period",
                  f"{result.returns.index[0]:%Y-%m-%d}"):
         assert text in header, text
-    assert results.rolling_windows(len(result.returns)) == (5, 3)
-    assert results.rolling_windows(10_000) == (365, 182)
+    assert rolling_windows(len(result.returns)) == (5, 3)
+    assert rolling_windows(10_000) == (365, 182)
 
 
 def test_zero_trade_run_says_so(tmp_path):
