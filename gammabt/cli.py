@@ -378,6 +378,116 @@ def compare_cmd(runs: tuple[str, ...], out: Path | None, csv_out: Path | None,
     console.print(f"Compared {len(loaded)} runs: {escape(str(page))}")
 
 
+def _html_option(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    from gammabt.runpage import check_html_out
+
+    return check_html_out(value)
+
+
+@cli.group()
+def plot() -> None:
+    """Market charts without a run: GEX by strike, liquidation map, basis (HTML)."""
+
+
+@plot.command("gex")
+@click.option("--chain", required=True, type=IN_FILE)
+@click.option("--spot", type=IN_FILE, help="Bars to complete a chain without an underlying.")
+@click.option("--at", "at", multiple=True,
+              help="UTC time(s) whose snapshot in force to draw; repeatable. "
+                   "[default: the first and last snapshot]")
+@click.option("--dealer", default="auto", show_default=True,
+              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
+                                 "explicit"]))
+@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
+              help="Page to write (.html).")
+def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,
+             out: Path) -> None:
+    """GEX by strike (calls, puts, net) with spot, flip and walls marked."""
+    from feeds.loaders import load_chain
+    from gammabt.run import resolve_dealer
+    from gammabt.runpage import gex_figure, write_figure_page
+    from indicators.gamma import strike_gex, summarize
+
+    table = load_chain(chain, spot=spot)
+    dealer = resolve_dealer(dealer, table)
+    strikes = strike_gex(table, dealer=dealer)
+    summary = summarize(table, dealer=dealer)
+    if strikes.empty:
+        raise ConfigError("no option row enters the GEX sums", source=str(chain),
+                          expected="rows with open interest, IV and time to expiry > 0",
+                          fix="check the chain file")
+    snaps = strikes["ts"]
+    times = []
+    for text in at:
+        try:
+            stamp = pd.Timestamp(text)
+        except ValueError:
+            raise ConfigError(f"--at {text!r} is not a time", column="at",
+                              expected="an ISO UTC time like 2022-01-05T08:00",
+                              fix="e.g. --at 2022-01-05") from None
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        if stamp < snaps.min():
+            raise ConfigError(f"--at {text} is before the first snapshot "
+                              f"({snaps.min():%Y-%m-%d %H:%M} UTC)", source=str(chain),
+                              column="at", expected="a time at or after the first snapshot",
+                              fix="choose a later time")
+        times.append((f"at {stamp:%Y-%m-%d %H:%M}", stamp))
+    if not times:
+        times = [("first", snaps.min()), ("last", snaps.max())]
+    fig = gex_figure(strikes, summary, times)
+    page = write_figure_page(fig, out, title=f"Dealer GEX by strike: {chain.name}",
+                             notes=[f"dealer positioning: {dealer}"],
+                             height=260 * fig.layout.meta["rows"] + 120)
+    console.print(f"Wrote {escape(str(page))}")
+
+
+@plot.command("liq")
+@click.option("--bars", required=True, type=IN_FILE)
+@click.option("--oi", type=IN_FILE, help="Open-interest history (else volume is used).")
+@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
+              help="Page to write (.html).")
+def plot_liq(bars: Path, oi: Path | None, out: Path) -> None:
+    """Estimated liquidation map (USD at risk by price and time) with the price path."""
+    from feeds.derivs import load_open_interest
+    from feeds.loaders import load_bars
+    from gammabt.runpage import liq_figure, write_figure_page
+    from indicators.liquidation import estimate_liq_map
+
+    table = load_bars(bars).to_pandas()
+    liq_map = estimate_liq_map(table, oi=None if oi is None else load_open_interest(oi))
+    fig = liq_figure(liq_map, table)
+    if fig is None:
+        raise ConfigError("no liquidation level was estimated", source=str(bars),
+                          column="volume", expected="bars with volume (or an --oi file)",
+                          fix="pass --oi or bars that carry volume")
+    page = write_figure_page(fig, out, title=f"Liquidation map: {bars.name}")
+    console.print(f"Wrote {escape(str(page))}")
+
+
+@plot.command("basis")
+@click.option("--futures", required=True, type=IN_FILE,
+              help="Futures prices (ts, expiry, price) or an OptionsDX chain file.")
+@click.option("--spot", required=True, type=IN_FILE)
+@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
+              help="Page to write (.html).")
+def plot_basis(futures: Path, spot: Path, out: Path) -> None:
+    """Constant-maturity basis term structure over time (30/60/90/120 days)."""
+    from feeds.derivs import load_futures
+    from feeds.loaders import load_bars
+    from gammabt.runpage import basis_figure, write_figure_page
+    from indicators.basis import basis_table, constant_maturity
+
+    table = basis_table(load_futures(futures), load_bars(spot))
+    curve = constant_maturity(table, tenors=(30, 60, 90, 120))
+    fig = basis_figure(None, curve)
+    if fig is None:
+        raise ConfigError("no constant-maturity basis could be interpolated",
+                          source=str(futures), expected="listed expiries bracketing 30-120 days",
+                          fix="check the futures file covers several expiries")
+    page = write_figure_page(fig, out, title=f"Basis term structure: {futures.name}")
+    console.print(f"Wrote {escape(str(page))}")
+
+
 LS_SORT = ("run_id", "sharpe", "sortino", "total_return", "cagr", "max_drawdown",
            "volatility_ann", "n_trades", "final_value", "start", "end")
 

@@ -28,7 +28,7 @@ from gammabt.pages import esc, fig_html, fmt_metric, plotlyjs_name, render, writ
 from gammabt.pages import write_text_atomic as _write_text
 
 __all__ = ["basis_figure", "gex_figure", "liq_figure", "price_figure", "snapshot_times",
-           "write_report_page"]
+           "write_figure_page", "write_report_page"]
 
 MAX_PRICE_POINTS = 20_000
 LIQ_COLUMNS = 160
@@ -318,4 +318,28 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
                   headline=headline, charts=charts, missing=missing,
                   coverage=_coverage(inputs) if inputs is not None else [],
                   notes=list(result.notes), plotlyjs=script)
+    return _write_text(path, html)
+
+
+def check_html_out(path: str | Path) -> Path:
+    """``path`` when it names an ``.html`` file; ConfigError otherwise."""
+    from indicators.errors import ConfigError
+
+    path = Path(path)
+    if path.suffix.lower() != ".html":
+        raise ConfigError(f"unsupported output {path.suffix or '(no suffix)'!r}",
+                          source=str(path), expected="an .html file",
+                          fix="name the output *.html (static PNG export needs the kaleido "
+                              "package, which gammabt does not install)")
+    return path
+
+
+def write_figure_page(fig: Any, path: str | Path, *, title: str,
+                      notes: list[str] | None = None, height: int = 560) -> Path:
+    """One chart as an offline page (``.html``, plotly.js beside it) for ``gammabt plot``."""
+    path = check_html_out(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_plotlyjs(path.parent)
+    html = render("plot.html.j2", title=title, notes=notes or [], chart_id="chart-plot",
+                  chart=fig_html(fig, "chart-plot", height), plotlyjs=plotlyjs_name())
     return _write_text(path, html)
