@@ -646,6 +646,44 @@ def _fitted_windows(reports: ModuleType, n_days: int, periods: int) -> Iterator[
         reports._get_trading_periods = original
 
 
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
+           "DEC")
+
+
+def blank_outside(table: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp,
+                  ) -> pd.DataFrame:
+    """QuantStats' monthly table (years by ``JAN``..``DEC``) with NaN for the months
+    before ``first`` and after ``last`` (it fills them with 0, read as a flat month)."""
+    out = table.astype("float64").copy()
+    lo, hi = first.year * 12 + first.month, last.year * 12 + last.month
+    for year in out.index:
+        for month, col in enumerate(_MONTHS, start=1):
+            if col in out.columns and not lo <= int(year) * 12 + month <= hi:
+                out.loc[year, col] = np.nan
+    return out
+
+
+@contextmanager
+def _blank_missing_months(stats: ModuleType) -> Iterator[None]:
+    """During one call, QuantStats' monthly heatmap leaves months without data blank
+    (swaps ``quantstats.stats.monthly_returns``; not thread-safe)."""
+    original = stats.monthly_returns
+
+    def monthly_returns(returns: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        table = original(returns, *args, **kwargs)
+        index = getattr(returns, "index", None)
+        if not isinstance(table, pd.DataFrame) or not isinstance(index, pd.DatetimeIndex) \
+                or not len(index):
+            return table
+        return blank_outside(table, index.min(), index.max())
+
+    stats.monthly_returns = monthly_returns
+    try:
+        yield
+    finally:
+        stats.monthly_returns = original
+
+
 def _header_html(header: Mapping[str, str] | None, notice: str | None) -> str:
     parts = ['<div class="gammabt-header" style="font-size:13px;margin:8px 0 16px 0">']
     if notice:
@@ -748,7 +786,7 @@ def write_tearsheet(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with quiet_report_warnings(), _regression_guard(qs.stats, r, b), \
-                _fitted_windows(qs.reports, len(r), periods):
+                _fitted_windows(qs.reports, len(r), periods), _blank_missing_months(qs.stats):
             qs.reports.html(
                 r, b, rf=0.0, title=html.escape(title), output=str(tmp),
                 compounded=True, periods_per_year=periods, match_dates=False,

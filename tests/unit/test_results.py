@@ -65,3 +65,33 @@ def test_zero_trade_run_says_so(tmp_path):
     page = (results.write_run(quiet, tmp_path) / "tearsheet.html").read_text()
     assert "This run placed no order" in page
     assert results.zero_trade_notice(quiet) is not None
+
+
+def test_months_outside_the_data_are_blank():
+    from gammabt.report import blank_outside
+
+    table = pd.DataFrame([[0.0] * 12 + [0.1]], index=[2024],
+                         columns=["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG",
+                                  "SEP", "OCT", "NOV", "DEC", "EOY"])
+    out = blank_outside(table, pd.Timestamp("2024-03-10"), pd.Timestamp("2024-05-08"))
+    assert out.loc[2024, ["MAR", "APR", "MAY", "EOY"]].tolist() == [0.0, 0.0, 0.0, 0.1]
+    assert out.loc[2024, ["JAN", "FEB", "JUN", "DEC"]].isna().all()
+
+
+def test_tearsheet_heatmap_leaves_missing_months_blank(result, tmp_path, monkeypatch):
+    import seaborn
+
+    drawn = []
+    original = seaborn.heatmap
+
+    def spy(data, *args, **kwargs):
+        drawn.append(pd.DataFrame(data).copy())
+        return original(data, *args, **kwargs)
+
+    monkeypatch.setattr(seaborn, "heatmap", spy)
+    results.write_run(result, tmp_path, report=False)
+    assert drawn, "QuantStats drew no monthly heatmap"
+    year = drawn[0].iloc[0]  # 2024
+    # five days of January 2024: the other months have no data and must not read 0.00
+    assert year["JAN"] == year["JAN"]  # not NaN
+    assert year[["FEB", "JUN", "DEC"]].isna().all()
