@@ -78,3 +78,26 @@ def test_compare_page_in_browser(chromium, compare_page, tmp_path):
 def test_compare_screenshot_is_not_blank(chromium, compare_page, tmp_path):
     page, _ = compare_page
     assert screenshot_dark_share(chromium, page, tmp_path) > 0.01
+
+
+@pytest.mark.slow
+def test_tearsheet_header_in_browser(chromium, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from gammabt.report import write_tearsheet
+
+    days = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC")
+    rng = np.random.default_rng(3)
+    page = write_tearsheet(pd.Series(rng.normal(0, 0.02, 60), index=days),
+                           pd.Series(rng.normal(0, 0.03, 60), index=days),
+                           tmp_path / "tearsheet.html", title=f"run {XSS[1]}",
+                           header={"Strategy": XSS[1], "Label": XSS[0], "Period": "60 days"},
+                           notice="This run placed no order")
+    shown = render(chromium, page, tmp_path)
+    assert shown.console == []
+    assert no_injected_markup(shown.dom)
+    header = shown.dom[shown.dom.index('class="gammabt-header"'):]
+    assert html.escape(XSS[0], quote=False) in header
+    assert html.escape(XSS[1], quote=False) in header
+    assert "This run placed no order" in header
