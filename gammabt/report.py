@@ -631,19 +631,37 @@ def rolling_windows(n_days: int, periods_per_year: int = 365) -> tuple[int, int]
 
 
 @contextmanager
-def _fitted_windows(reports: ModuleType, n_days: int, periods: int) -> Iterator[None]:
-    """Make QuantStats' rolling panels use :func:`rolling_windows` during one call
-    (swaps ``quantstats.reports._get_trading_periods``; not thread-safe)."""
-    original = getattr(reports, "_get_trading_periods", None)
-    if original is None:  # another QuantStats version: keep its own windows
-        yield
-        return
-    windows = rolling_windows(n_days, periods)
-    reports._get_trading_periods = lambda periods_per_year=252: windows
+def _fitted_windows(plots: ModuleType, n_days: int, periods: int) -> Iterator[None]:
+    """During one call, QuantStats' rolling panels use :func:`rolling_windows`.
+
+    Only the window arguments of ``quantstats.plots.rolling_volatility``,
+    ``rolling_sharpe``, ``rolling_sortino`` (``period``) and ``rolling_beta``
+    (``window1``, ``window2``) are replaced; annualization (``periods_per_year``) and
+    the metrics table are untouched. Swaps module attributes: not thread-safe.
+    """
+    long, short = rolling_windows(n_days, periods)
+    originals = {name: getattr(plots, name, None)
+                 for name in ("rolling_volatility", "rolling_sharpe", "rolling_sortino",
+                              "rolling_beta")}
+
+    def fitted(original: Any, beta: bool) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if beta:
+                kwargs.update(window1=short, window2=long)
+            else:
+                kwargs["period"] = short
+            return original(*args, **kwargs)
+        return call
+
+    for name, original in originals.items():
+        if original is not None:
+            setattr(plots, name, fitted(original, name == "rolling_beta"))
     try:
         yield
     finally:
-        reports._get_trading_periods = original
+        for name, original in originals.items():
+            if original is not None:
+                setattr(plots, name, original)
 
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
@@ -786,7 +804,7 @@ def write_tearsheet(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with quiet_report_warnings(), _regression_guard(qs.stats, r, b), \
-                _fitted_windows(qs.reports, len(r), periods), _blank_missing_months(qs.stats):
+                _fitted_windows(qs.plots, len(r), periods), _blank_missing_months(qs.stats):
             qs.reports.html(
                 r, b, rf=0.0, title=html.escape(title), output=str(tmp),
                 compounded=True, periods_per_year=periods, match_dates=False,

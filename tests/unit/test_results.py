@@ -95,3 +95,19 @@ def test_tearsheet_heatmap_leaves_missing_months_blank(result, tmp_path, monkeyp
     # five days of January 2024: the other months have no data and must not read 0.00
     assert year["JAN"] == year["JAN"]  # not NaN
     assert year[["FEB", "JUN", "DEC"]].isna().all()
+
+
+def test_rolling_panels_use_fitted_windows(result, tmp_path, monkeypatch):
+    import quantstats
+
+    seen = {}
+    original = quantstats.plots.rolling_sharpe
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(quantstats.plots, "rolling_sharpe", spy)
+    results.write_run(result, tmp_path, report=False)
+    assert seen["period"] == rolling_windows(len(result.returns))[1]
+    assert seen["periods_per_year"] == 365  # annualization untouched
