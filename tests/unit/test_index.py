@@ -73,7 +73,7 @@ def _writer(root: str, names: list[str]) -> None:
 
 
 def test_two_concurrent_writers_lose_no_row(tmp_path):
-    names = [f"run{i:02d}" for i in range(24)]
+    names = [f"run{i:02d}" for i in range(16)]
     for i, name in enumerate(names):
         fake_run(tmp_path, name, seed=i, days=20)
     ctx = multiprocessing.get_context("fork")

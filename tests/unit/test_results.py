@@ -46,17 +46,6 @@ def test_crash_mid_write_leaves_no_run_folder(result, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_tearsheet_header_and_fitted_windows(result, tmp_path):
-    folder = results.write_run(result, tmp_path)
-    page = (folder / "tearsheet.html").read_text()
-    header = page[page.index('class="gammabt-header"'):]
-    for text in ("gamma_flip", "Parameters", "commission 5 bps", "unused.csv", "Period",
-                 f"{result.returns.index[0]:%Y-%m-%d}"):
-        assert text in header, text
-    assert rolling_windows(len(result.returns)) == (5, 3)
-    assert rolling_windows(10_000) == (365, 182)
-
-
 def test_zero_trade_run_says_so(tmp_path):
     bars = make_bars(n=24 * 5)
     quiet = run(RunConfig(bars="unused.csv"),
@@ -78,36 +67,49 @@ def test_months_outside_the_data_are_blank():
     assert out.loc[2024, ["JAN", "FEB", "JUN", "DEC"]].isna().all()
 
 
-def test_tearsheet_heatmap_leaves_missing_months_blank(result, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def written(result, tmp_path_factory):
+    """One run written with its tearsheet, spying on what QuantStats was asked to draw."""
+    import quantstats
     import seaborn
 
-    drawn = []
-    original = seaborn.heatmap
+    heatmaps, rolling = [], {}
+    heatmap, rolling_sharpe = seaborn.heatmap, quantstats.plots.rolling_sharpe
 
-    def spy(data, *args, **kwargs):
-        drawn.append(pd.DataFrame(data).copy())
-        return original(data, *args, **kwargs)
+    def heatmap_spy(data, *args, **kwargs):
+        heatmaps.append(pd.DataFrame(data).copy())
+        return heatmap(data, *args, **kwargs)
 
-    monkeypatch.setattr(seaborn, "heatmap", spy)
-    results.write_run(result, tmp_path, report=False)
-    assert drawn, "QuantStats drew no monthly heatmap"
-    year = drawn[0].iloc[0]  # 2024
+    def rolling_spy(*args, **kwargs):
+        rolling.update(kwargs)
+        return rolling_sharpe(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(seaborn, "heatmap", heatmap_spy)
+        patch.setattr(quantstats.plots, "rolling_sharpe", rolling_spy)
+        folder = results.write_run(result, tmp_path_factory.mktemp("written"), report=False)
+    return folder, heatmaps, rolling
+
+
+def test_tearsheet_header(result, written):
+    page = (written[0] / "tearsheet.html").read_text()
+    header = page[page.index('class="gammabt-header"'):]
+    for text in ("gamma_flip", "Parameters", "commission 5 bps", "unused.csv", "Period",
+                 f"{result.returns.index[0]:%Y-%m-%d}"):
+        assert text in header, text
+    assert rolling_windows(10_000) == (365, 182)
+
+
+def test_tearsheet_heatmap_leaves_missing_months_blank(written):
+    _, heatmaps, _ = written
+    assert heatmaps, "QuantStats drew no monthly heatmap"
+    year = heatmaps[0].iloc[0]  # 2024
     # five days of January 2024: the other months have no data and must not read 0.00
     assert year["JAN"] == year["JAN"]  # not NaN
     assert year[["FEB", "JUN", "DEC"]].isna().all()
 
 
-def test_rolling_panels_use_fitted_windows(result, tmp_path, monkeypatch):
-    import quantstats
-
-    seen = {}
-    original = quantstats.plots.rolling_sharpe
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(quantstats.plots, "rolling_sharpe", spy)
-    results.write_run(result, tmp_path, report=False)
-    assert seen["period"] == rolling_windows(len(result.returns))[1]
-    assert seen["periods_per_year"] == 365  # annualization untouched
+def test_rolling_panels_use_fitted_windows(result, written):
+    _, _, rolling = written
+    assert rolling["period"] == rolling_windows(len(result.returns))[1] == 3
+    assert rolling["periods_per_year"] == 365  # annualization untouched
