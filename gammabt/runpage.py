@@ -33,6 +33,7 @@ __all__ = ["basis_figure", "gex_figure", "liq_figure", "price_figure", "snapshot
 MAX_PRICE_POINTS = 20_000
 LIQ_COLUMNS = 160
 LIQ_ROWS = 90
+MAX_CURVE_POINTS = 600
 
 
 def _close_series(bars: pd.DataFrame) -> pd.Series:
@@ -74,9 +75,11 @@ def price_figure(bars: pd.DataFrame, summary: pd.DataFrame | None = None,
                                       "dash": "dash" if col != "gamma_flip" else "solid"})
         if "regime" in s.columns and len(s):
             regime = s.set_index("ts")["regime"].reindex(close.index, method="ffill")
-            for a, b in _segments(close.index, (regime < 0).to_numpy())[:300]:
-                fig.add_vrect(x0=a, x1=b, fillcolor="#e74c3c", opacity=0.08, line_width=0,
-                              layer="below")
+            fig.update_layout(shapes=[
+                {"type": "rect", "xref": "x", "yref": "paper", "x0": a, "x1": b, "y0": 0,
+                 "y1": 1, "fillcolor": "#e74c3c", "opacity": 0.08, "line": {"width": 0},
+                 "layer": "below"}
+                for a, b in _segments(close.index, (regime < 0).to_numpy())[:500]])
     if trades is not None and len(trades):
         for col, name, symbol, color in (("entry_ts", "entry", "triangle-up", "#2874a6"),
                                          ("exit_ts", "exit", "x", "#d35400")):
@@ -237,6 +240,10 @@ def _basis_curve(inputs: Any) -> pd.DataFrame | None:
 
     try:
         table = basis_table(inputs.futures, inputs.bars)
+        stamps = np.sort(table["ts"].unique())
+        if len(stamps) > MAX_CURVE_POINTS:  # a chart needs no more; interpolation is per stamp
+            keep = stamps[np.linspace(0, len(stamps) - 1, MAX_CURVE_POINTS).astype(int)]
+            table = table[table["ts"].isin(keep)]
         return constant_maturity(table, tenors=(30, 60, 90, 120))
     except ValueError:
         return None

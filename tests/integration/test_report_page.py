@@ -47,6 +47,14 @@ def test_report_page_has_every_market_panel(market_run):
     assert set(re.findall(r'data-chart="([^"]+)"', page)) == {
         "chart-price", "chart-gex", "chart-liq", "chart-basis"}
     assert "Not drawn" not in page
+    price = page[page.index('data-chart="chart-price"'):page.index('data-chart="chart-gex"')]
+    for trace in ('"name":"gamma_flip"', '"name":"call_wall"', '"name":"put_wall"',
+                  '"fillcolor":"#e74c3c"'):  # levels and short-gamma shading
+        assert trace in price, trace
+    trades = json.loads((market_run / "metrics.json").read_text())["n_trades"]
+    assert ('"name":"entry"' in price) == (trades > 0)
+    gex = page[page.index('data-chart="chart-gex"'):page.index('data-chart="chart-liq"')]
+    assert "start: snapshot" in gex and '"name":"net"' in gex
     assert html.escape(XSS[0], quote=False) in page and XSS[0] not in page
     assert "gamma_flip" in page and "2026-02-03" in page  # strategy and period in titles
 
