@@ -85,6 +85,8 @@ def _report_run(result, folder: Path) -> None:
                           f"{result.metrics['n_liquidations']} time(s); see ledger.parquet."
                           "[/bold red]")
     console.print(f"Tearsheet: {folder / 'tearsheet.html'}")
+    if (folder / "report.html").is_file():
+        console.print(f"Report page: {folder / 'report.html'}")
     console.print(f"Run folder: {folder}  ({result.elapsed_s:.1f} s)")
 
 

@@ -101,3 +101,19 @@ def test_tearsheet_header_in_browser(chromium, tmp_path):
     assert html.escape(XSS[0], quote=False) in header
     assert html.escape(XSS[1], quote=False) in header
     assert "This run placed no order" in header
+
+
+@pytest.mark.slow
+def test_plot_page_in_browser(chromium, tmp_path):
+    from feeds.synthetic import simulate
+    from gammabt.cli import main
+
+    simulate("basis_unwind", days=3, freq="1h", seed=4).write(tmp_path / "market")
+    page = tmp_path / "plots" / "gex.html"
+    assert main(["plot", "gex", "--chain", str(tmp_path / "market" / "chain.parquet"),
+                 "--out", str(page)]) == 0
+    shown = render(chromium, page, tmp_path)
+    assert shown.console == []
+    charts = chart_sections(shown.dom)
+    assert list(charts) == ["chart-plot"] and chart_has_data(charts["chart-plot"])
+    assert screenshot_dark_share(chromium, page, tmp_path) > 0.01

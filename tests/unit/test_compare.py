@@ -107,3 +107,17 @@ def test_cli_compare_exports_and_refuses_one_run(three, tmp_path, capsys):
     assert csv.set_index("metric").loc["sharpe"].iloc[1] == pytest.approx(run0["sharpe"])
     assert main(["compare", "r0", "--results", str(three), "--out", str(out)]) == 2
     assert "1 run(s) selected" in capsys.readouterr().err
+
+
+def test_links_to_each_runs_pages_are_relative(three, tmp_path):
+    runs = compare.load_runs(["r*"], three)
+    (runs[0].folder / "tearsheet.html").write_text("<html></html>")
+    (runs[0].folder / "report.html").write_text("<html></html>")
+    out = compare.write_compare(runs, tmp_path / "deep" / "page.html")
+    html = out.read_text()
+    hrefs = re.findall(r'<a href="([^"]+)">(tearsheet|report)</a>', html)
+    assert sorted(kind for _, kind in hrefs) == ["report", "tearsheet"]
+    for href, kind in hrefs:
+        assert not href.startswith("/")
+        assert (out.parent / href).resolve() == (runs[0].folder / f"{kind}.html").resolve()
+    assert html.count("not written") == 4  # the two other runs have neither page
