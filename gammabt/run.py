@@ -95,6 +95,17 @@ class RunResult:
     def n_rejected(self) -> int:
         return int(self.metrics.get("n_rejected") or 0)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The market inputs only feed the report page's charts; a pickled result (sent
+        # between processes) leaves them behind rather than carry the whole market.
+        state = dict(self.__dict__)
+        state["inputs"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}

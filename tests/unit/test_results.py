@@ -113,3 +113,16 @@ def test_rolling_panels_use_fitted_windows(result, written):
     _, _, rolling = written
     assert rolling["period"] == rolling_windows(len(result.returns))[1] == 3
     assert rolling["periods_per_year"] == 365  # annualization untouched
+
+
+def test_pickled_result_leaves_the_market_behind(result):
+    import pickle
+
+    assert result.inputs is not None
+    back = pickle.loads(pickle.dumps(result))
+    assert back.inputs is None and back.run_id == result.run_id
+    pd.testing.assert_series_equal(back.returns, result.returns)
+    import dataclasses
+
+    bare = dataclasses.replace(result, inputs=None)
+    assert len(pickle.dumps(result)) == len(pickle.dumps(bare))
