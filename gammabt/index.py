@@ -23,6 +23,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import pandas as pd
 
 from indicators.errors import ConfigError
 
-__all__ = ["COLUMNS", "HEADLINE", "INDEX_NAME", "LABEL_PATTERN", "check_label",
+__all__ = ["COLUMNS", "HEADLINE", "INDEX_NAME", "LABEL_PATTERN", "IndexWarning", "check_label",
            "load_index", "rebuild_index", "resolve_runs", "run_folders", "run_row",
            "update_index"]
 
@@ -119,6 +120,25 @@ def run_row(folder: str | Path) -> dict[str, Any]:
     return row
 
 
+class IndexWarning(UserWarning):
+    """A run folder could not be read into the index (it is left out)."""
+
+
+def _rows_of(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """Index rows of ``folders``; an unreadable folder is left out with one warning."""
+    rows, skipped = [], []
+    for folder in folders:
+        try:
+            rows.append(run_row(folder))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            skipped.append(f"{folder.name} ({type(exc).__name__}: {exc})")
+    if skipped:
+        warnings.warn(IndexWarning(
+            f"left out of the run index, unreadable: {'; '.join(skipped)}. Repair or remove "
+            "these folders."), stacklevel=3)
+    return rows
+
+
 def _frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
     for col in ("start", "end"):
@@ -184,7 +204,7 @@ def _read(root: Path) -> pd.DataFrame | None:
 def rebuild_index(root: str | Path = "results", *, timeout: float = 10.0) -> pd.DataFrame:
     """Rebuild the index from every run folder under ``root``, write it and return it."""
     root = Path(root)
-    frame = _frame([run_row(folder) for folder in run_folders(root)])
+    frame = _frame(_rows_of(run_folders(root)))
     if root.is_dir():
         with _lock(root, timeout) as held:
             if held:
@@ -205,7 +225,7 @@ def update_index(root: str | Path, folder: str | Path, *, timeout: float = 10.0)
             return False
         current = _read(root)
         if current is None:
-            frame = _frame([run_row(f) for f in run_folders(root)])
+            frame = _frame(_rows_of(run_folders(root)))
         else:
             current = current[current["run_id"] != row["run_id"]]
             frame = _frame([*current.to_dict("records"), row])

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,11 @@ def write_run(result: RunResult, root: str | Path = "results", *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    update_index(root, final)
+    try:
+        update_index(root, final)
+    except (OSError, ValueError) as exc:  # the run is safe on disk; the index is a cache
+        warnings.warn(f"run written to {final}, but results index not updated ({exc}); "
+                      "`gammabt ls` rebuilds it from the folders", stacklevel=2)
     return final
 
 
