@@ -534,14 +534,16 @@ def ls_cmd(strategy: str | None, label_glob: str | None, sort_by: str, limit: in
         console.print(f"no runs under {escape(str(results_dir))}")
         return
     table = Table(title=f"Runs in {escape(str(results_dir))}")
-    for col in ("run_id", "label", "strategy", "period", "sharpe", "total_return",
+    for col in ("run_id", "label", "strategy", "params", "period", "sharpe", "total_return",
                 "max_drawdown", "n_trades"):
         table.add_column(col, justify="left" if col in ("run_id", "label", "strategy",
-                                                         "period") else "right")
+                                                         "params", "period") else "right")
     for row in frame.itertuples():
         period = "" if pd.isna(row.start) else \
             f"{row.start:%Y-%m-%d} .. {row.end:%Y-%m-%d}"
-        table.add_row(escape(row.run_id), escape(row.label), escape(row.strategy), period,
+        params = ", ".join(f"{k}={v}" for k, v in json.loads(row.params).items())
+        table.add_row(escape(row.run_id), escape(row.label), escape(row.strategy),
+                      escape(params), period,
                       _fmt(row.sharpe if row.sharpe == row.sharpe else None),
                       _fmt(row.total_return if row.total_return == row.total_return
                            else None),

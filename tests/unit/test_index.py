@@ -140,11 +140,11 @@ def test_ls_filters_sorts_and_prints_json(tmp_path, capsys):
     assert [r["label"] for r in rows] == ["a-2"]  # newest first
     assert main(["ls", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "b-1" in out and "2024-01-01 .. 2024-04-29" in out
+    assert "b-1" in out and "2024-01-01 .. 2024-04-29" in out and "lookback=8" in out
 
 
 def test_unreadable_folder_is_left_out_with_one_warning(tmp_path):
-    good = fake_run(tmp_path, "good", seed=1)
+    fake_run(tmp_path, "good", seed=1)
     bad = fake_run(tmp_path, "bad", seed=2)
     (bad / "metrics.json").write_text("{not json")
     with pytest.warns(index.IndexWarning, match="bad .*JSONDecodeError") as caught:
