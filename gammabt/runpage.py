@@ -290,6 +290,12 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
     heading = f"{config.strategy}" + (f" [{config.label}]" if config.label else "")
     charts, missing = [], []
     summary = inputs.summary if inputs is not None else None
+
+    def titled(fig: Any) -> Any:  # every chart names the run and its period
+        fig.update_layout(title_text=f"{fig.layout.title.text}<br><sup>{esc(heading)}, "
+                                     f"{period}</sup>")
+        return fig
+
     fig = price_figure(bars, summary, result.trades, title=f"{heading}: price, {period}")
     charts.append({"id": "chart-price", "title": "Price, gamma levels and trades",
                    "html": fig_html(fig, "chart-price", 520)})
@@ -298,7 +304,7 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
         fig = gex_figure(inputs.strikes, summary, times)
         if fig is not None:
             charts.append({"id": "chart-gex", "title": "GEX by strike at chosen times",
-                           "html": fig_html(fig, "chart-gex",
+                           "html": fig_html(titled(fig), "chart-gex",
                                             260 * fig.layout.meta["rows"] + 120)})
     else:
         missing.append("GEX by strike (no option chain)")
@@ -306,13 +312,13 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
         else None
     if fig is not None:
         charts.append({"id": "chart-liq", "title": "Liquidation map",
-                       "html": fig_html(fig, "chart-liq", 520)})
+                       "html": fig_html(titled(fig), "chart-liq", 520)})
     else:
         missing.append("liquidation map (no open interest, perp volume or liquidations)")
     fig = basis_figure(inputs.extra, _basis_curve(inputs)) if inputs is not None else None
     if fig is not None:
         charts.append({"id": "chart-basis", "title": "Basis and funding",
-                       "html": fig_html(fig, "chart-basis", 420)})
+                       "html": fig_html(titled(fig), "chart-basis", 420)})
     else:
         missing.append("basis and funding (no futures or funding input)")
     metrics = result.metrics

@@ -55,6 +55,10 @@ def test_report_page_has_every_market_panel(market_run):
     assert ('"name":"entry"' in price) == (trades > 0)
     gex = page[page.index('data-chart="chart-gex"'):page.index('data-chart="chart-liq"')]
     assert "start: snapshot" in gex and '"name":"net"' in gex
+    for chart in ("chart-gex", "chart-liq", "chart-basis"):  # titles name run and period
+        part = page[page.index(f'data-chart="{chart}"'):].split('class="chart"')[0]
+        titles = re.findall(r'"title":\{"text":"([^"]*)"', part)
+        assert any("gamma_flip" in t and "2026-02-03" in t for t in titles), titles
     assert html.escape(XSS[0], quote=False) in page and XSS[0] not in page
     assert "gamma_flip" in page and "2026-02-03" in page  # strategy and period in titles
 
