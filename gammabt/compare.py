@@ -264,7 +264,8 @@ def _charts(runs: list[RunData], start: pd.Timestamp, end: pd.Timestamp,
         fig.add_scatter(x=bench.index, y=(1 + bench).cumprod().to_numpy(), mode="lines",
                         name="Buy &amp; hold", line={"dash": "dot", "color": "#555"})
     fig.update_layout(
-        title="Growth of 1 USD (common window)", yaxis_title="value", xaxis_title="UTC date",
+        title=f"Growth of 1 USD (common window)<br><sup>benchmark: buy and hold on the bars "
+              f"of {names[runs[0].run_id]}</sup>", yaxis_title="value", xaxis_title="UTC date",
         updatemenus=[{"type": "buttons", "direction": "right", "x": 1, "y": 1.15,
                       "buttons": [{"label": "linear", "method": "relayout",
                                    "args": [{"yaxis.type": "linear"}]},
