@@ -34,6 +34,7 @@ MAX_PRICE_POINTS = 20_000
 LIQ_COLUMNS = 160
 LIQ_ROWS = 90
 MAX_CURVE_POINTS = 600
+MIN_DRAWDOWN = 0.005  # shallower troughs get no GEX snapshot of their own
 
 
 def _close_series(bars: pd.DataFrame) -> pd.Series:
@@ -100,8 +101,11 @@ def snapshot_times(bars: pd.DataFrame, equity: pd.DataFrame | None,
     if equity is not None and len(equity) > 2:
         value = equity.set_index("ts")["value"]
         dd = value / value.cummax() - 1
-        troughs = dd[(dd < 0) & (dd == dd.rolling(48, center=True, min_periods=1).min())]
-        for ts, depth in troughs.nsmallest(n_drawdowns).items():
+        episode = (dd >= 0).cumsum()  # a new high ends a drawdown
+        under = dd[dd < 0]
+        troughs = under.groupby(episode[dd < 0]).agg(["idxmin", "min"])
+        troughs = troughs[troughs["min"] <= -MIN_DRAWDOWN].nsmallest(n_drawdowns, "min")
+        for ts, depth in zip(troughs["idxmin"], troughs["min"], strict=True):
             out.append((f"drawdown {depth:.1%}", pd.Timestamp(ts)))
     if trades is not None and len(trades):
         for ts in pd.DatetimeIndex(trades["entry_ts"])[:n_entries]:

@@ -100,3 +100,20 @@ def test_report_page_in_browser(chromium, market_run, tmp_path):
 @pytest.mark.slow
 def test_report_screenshot_is_not_blank(chromium, market_run, tmp_path):
     assert screenshot_dark_share(chromium, market_run / "report.html", tmp_path) > 0.01
+
+
+def test_snapshot_times_pick_start_deep_troughs_and_entries():
+    import pandas as pd
+
+    from gammabt.runpage import snapshot_times
+
+    ts = pd.date_range("2024-01-01", periods=200, freq="1h", tz="UTC")
+    value = pd.Series(100.0, index=ts)
+    value.iloc[50:60] = 90.0  # -10 %
+    value.iloc[120:125] = 99.8  # -0.2 %: too shallow for a snapshot
+    equity = pd.DataFrame({"ts": ts, "value": value.to_numpy()})
+    trades = pd.DataFrame({"entry_ts": ts[[10, 70, 150]]})
+    picks = snapshot_times(pd.DataFrame({"ts": ts}), equity, trades)
+    assert [name for name, _ in picks] == ["start", "drawdown -10.0%", "trade entry",
+                                           "trade entry"]
+    assert [t for _, t in picks] == [ts[0], ts[50], ts[10], ts[70]]
