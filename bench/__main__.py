@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "study")
+TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "study", "report")
 
 
 def main(argv: list[str]) -> int:

@@ -86,6 +86,8 @@ def _report_run(result, folder: Path) -> None:
                           f"{result.metrics['n_liquidations']} time(s); see ledger.parquet."
                           "[/bold red]")
     console.print(f"Tearsheet: {folder / 'tearsheet.html'}")
+    if (folder / "report.html").is_file():
+        console.print(f"Report page: {folder / 'report.html'}")
     console.print(f"Run folder: {folder}  ({result.elapsed_s:.1f} s)")
 
 
@@ -131,6 +133,14 @@ def _write_table(frame: pd.DataFrame, out: Path) -> None:
                           expected=".parquet or .csv", fix="name the output file *.parquet")
     tmp.replace(out)
     console.print(f"Wrote {len(frame)} rows to {out}")
+
+
+def _label_option(ctx: click.Context, param: click.Parameter, value: str | None,
+                  ) -> str | None:
+    """Refuse a bad --label before any input is read."""
+    from gammabt.index import check_label
+
+    return check_label(value, source="--label")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -216,6 +226,9 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
                    "e.g. --term perp.leverage=5.")
 @click.option("--front-min-dte", type=float,
               help="Days to expiry below which the front series rolls. [default: 7]")
+@click.option("--label", callback=_label_option,
+              help="Name for the run (letters, digits, - _ .): in its id, `gammabt ls` and "
+                   "every page.")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
 def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
@@ -628,6 +641,199 @@ def study_liquidations(market: Path | None, bars: tuple[Path, ...],
     _print_frame(res.tables["ratios"], "Touch / control ratio of means")
     page = write_liquidation_study(res, out)
     console.print(f"Wrote {out / 'study.parquet'} and {page}")
+
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", type=OUT_FILE, default=None,
+              help="HTML page to write. [default: <results>/compare/<first>-vs-<n>.html]")
+@click.option("--csv", "csv_out", type=OUT_FILE, help="Also export the metrics table as CSV.")
+@click.option("--parquet", "parquet_out", type=OUT_FILE,
+              help="Also export the metrics table as Parquet.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def compare_cmd(runs: tuple[str, ...], out: Path | None, csv_out: Path | None,
+                parquet_out: Path | None, results_dir: Path) -> None:
+    """Compare 2 to 50 runs (ids, label globs or folders) on one offline HTML page."""
+    from gammabt.compare import load_runs, write_compare
+
+    loaded = load_runs(list(runs), results_dir)
+    if out is None:
+        out = results_dir / "compare" / f"{loaded[0].run_id}-vs-{len(loaded) - 1}.html"
+    page = write_compare(loaded, out, csv=csv_out, parquet=parquet_out)
+    console.print(f"Compared {len(loaded)} runs: {escape(str(page))}")
+
+
+def _html_option(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    from gammabt.runpage import check_html_out
+
+    return check_html_out(value)
+
+
+@cli.group()
+def plot() -> None:
+    """Market charts without a run: GEX by strike, liquidation map, basis (HTML)."""
+
+
+@plot.command("gex")
+@click.option("--chain", required=True, type=IN_FILE)
+@click.option("--spot", type=IN_FILE, help="Bars to complete a chain without an underlying.")
+@click.option("--at", "at", multiple=True,
+              help="UTC time(s) whose snapshot in force to draw; repeatable. "
+                   "[default: the first and last snapshot]")
+@click.option("--dealer", default="auto", show_default=True,
+              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
+                                 "explicit"]))
+@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
+              help="Page to write (.html).")
+def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,
+             out: Path) -> None:
+    """GEX by strike (calls, puts, net) with spot, flip and walls marked."""
+    from feeds.loaders import load_chain
+    from gammabt.run import resolve_dealer
+    from gammabt.runpage import gex_figure, write_figure_page
+    from indicators.gamma import strike_gex, summarize
+
+    table = load_chain(chain, spot=spot)
+    dealer = resolve_dealer(dealer, table)
+    strikes = strike_gex(table, dealer=dealer)
+    summary = summarize(table, dealer=dealer)
+    if strikes.empty:
+        raise ConfigError("no option row enters the GEX sums", source=str(chain),
+                          expected="rows with open interest, IV and time to expiry > 0",
+                          fix="check the chain file")
+    snaps = strikes["ts"]
+    times = []
+    for text in at:
+        try:
+            stamp = pd.Timestamp(text)
+        except ValueError:
+            raise ConfigError(f"--at {text!r} is not a time", column="at",
+                              expected="an ISO UTC time like 2022-01-05T08:00",
+                              fix="e.g. --at 2022-01-05") from None
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        if stamp < snaps.min():
+            raise ConfigError(f"--at {text} is before the first snapshot "
+                              f"({snaps.min():%Y-%m-%d %H:%M} UTC)", source=str(chain),
+                              column="at", expected="a time at or after the first snapshot",
+                              fix="choose a later time")
+        times.append((f"at {stamp:%Y-%m-%d %H:%M}", stamp))
+    if not times:
+        times = [("first", snaps.min()), ("last", snaps.max())]
+    fig = gex_figure(strikes, summary, times)
+    page = write_figure_page(fig, out, title=f"Dealer GEX by strike: {chain.name}",
+                             notes=[f"dealer positioning: {dealer}"],
+                             height=260 * fig.layout.meta["rows"] + 120)
+    console.print(f"Wrote {escape(str(page))}")
+
+
+@plot.command("liq")
+@click.option("--bars", required=True, type=IN_FILE)
+@click.option("--oi", type=IN_FILE, help="Open-interest history (else volume is used).")
+@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
+              help="Page to write (.html).")
+def plot_liq(bars: Path, oi: Path | None, out: Path) -> None:
+    """Estimated liquidation map (USD at risk by price and time) with the price path."""
+    from feeds.derivs import load_open_interest
+    from feeds.loaders import load_bars
+    from gammabt.runpage import liq_figure, write_figure_page
+    from indicators.liquidation import estimate_liq_map
+
+    table = load_bars(bars).to_pandas()
+    liq_map = estimate_liq_map(table, oi=None if oi is None else load_open_interest(oi))
+    fig = liq_figure(liq_map, table)
+    if fig is None:
+        raise ConfigError("no liquidation level was estimated", source=str(bars),
+                          column="volume", expected="bars with volume (or an --oi file)",
+                          fix="pass --oi or bars that carry volume")
+    page = write_figure_page(fig, out, title=f"Liquidation map: {bars.name}")
+    console.print(f"Wrote {escape(str(page))}")
+
+
+@plot.command("basis")
+@click.option("--futures", required=True, type=IN_FILE,
+              help="Futures prices (ts, expiry, price) or an OptionsDX chain file.")
+@click.option("--spot", required=True, type=IN_FILE)
+@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
+              help="Page to write (.html).")
+def plot_basis(futures: Path, spot: Path, out: Path) -> None:
+    """Constant-maturity basis term structure over time (30/60/90/120 days)."""
+    from feeds.derivs import load_futures
+    from feeds.loaders import load_bars
+    from gammabt.runpage import basis_figure, write_figure_page
+    from indicators.basis import basis_table, constant_maturity
+
+    table = basis_table(load_futures(futures), load_bars(spot))
+    curve = constant_maturity(table, tenors=(30, 60, 90, 120))
+    fig = basis_figure(None, curve)
+    if fig is None:
+        raise ConfigError("no constant-maturity basis could be interpolated",
+                          source=str(futures), expected="listed expiries bracketing 30-120 days",
+                          fix="check the futures file covers several expiries")
+    page = write_figure_page(fig, out, title=f"Basis term structure: {futures.name}")
+    console.print(f"Wrote {escape(str(page))}")
+
+
+LS_SORT = ("run_id", "sharpe", "sortino", "total_return", "cagr", "max_drawdown",
+           "volatility_ann", "n_trades", "final_value", "start", "end")
+
+
+@cli.command("ls")
+@click.option("--strategy", help="Only runs of this strategy.")
+@click.option("--label", "label_glob", help="Only runs whose label matches this glob, e.g. 'flip-*'.")
+@click.option("--sort", "sort_by", default="run_id", show_default=True,
+              type=click.Choice(LS_SORT),
+              help="Sort key; metrics sort best first (volatility lowest first), run_id "
+                   "newest first.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most N runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON lines.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def ls_cmd(strategy: str | None, label_glob: str | None, sort_by: str, limit: int | None,
+           as_json: bool, results_dir: Path) -> None:
+    """List finished runs from results/index.parquet (rebuilt when missing or stale)."""
+    import fnmatch
+    import json
+
+    from gammabt.index import load_index
+
+    frame = load_index(results_dir)
+    if strategy is not None:
+        frame = frame[frame["strategy"] == strategy]
+    if label_glob is not None:
+        frame = frame[frame["label"].map(lambda v: fnmatch.fnmatchcase(v, label_glob))]
+    ascending = sort_by in ("volatility_ann", "start", "end")
+    frame = frame.sort_values(sort_by, ascending=ascending, na_position="last",
+                              kind="stable")
+    if limit is not None:
+        frame = frame.head(limit)
+    if as_json:
+        for row in frame.to_dict("records"):
+            row = {k: (None if isinstance(v, float) and v != v else
+                       v.isoformat() if isinstance(v, pd.Timestamp) else v)
+                   for k, v in row.items()}
+            click.echo(json.dumps(row, sort_keys=True, default=str))
+        return
+    if frame.empty:
+        console.print(f"no runs under {escape(str(results_dir))}")
+        return
+    table = Table(title=f"Runs in {escape(str(results_dir))}")
+    for col in ("run_id", "label", "strategy", "params", "period", "sharpe", "total_return",
+                "max_drawdown", "n_trades"):
+        table.add_column(col, justify="left" if col in ("run_id", "label", "strategy",
+                                                         "params", "period") else "right")
+    for row in frame.itertuples():
+        period = "" if pd.isna(row.start) else \
+            f"{row.start:%Y-%m-%d} .. {row.end:%Y-%m-%d}"
+        params = ", ".join(f"{k}={v}" for k, v in json.loads(row.params).items())
+        table.add_row(escape(row.run_id), escape(row.label), escape(row.strategy),
+                      escape(params), period,
+                      _fmt(row.sharpe if row.sharpe == row.sharpe else None),
+                      _fmt(row.total_return if row.total_return == row.total_return
+                           else None),
+                      _fmt(row.max_drawdown if row.max_drawdown == row.max_drawdown
+                           else None),
+                      _fmt(None if row.n_trades != row.n_trades else int(row.n_trades)))
+    console.print(table)
 
 
 @cli.command()

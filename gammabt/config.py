@@ -20,6 +20,7 @@ import pandas as pd
 
 from feeds.cache import file_sha256
 from gammabt.broker import Terms, resolve_terms
+from gammabt.index import check_label
 from indicators.errors import ConfigError
 from strategies.registry import check_params, get_strategy
 
@@ -76,6 +77,7 @@ class RunConfig:
         if isinstance(self.chain, str):
             object.__setattr__(self, "chain", (self.chain,))
         object.__setattr__(self, "chain", tuple(str(c) for c in self.chain))
+        check_label(self.label)
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
         object.__setattr__(self, "params", tuple(sorted(checked.items())))

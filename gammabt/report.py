@@ -618,6 +618,105 @@ def _regression_guard(stats: ModuleType, returns: pd.Series,
         stats.r_squared = original
 
 
+def rolling_windows(n_days: int, periods_per_year: int = 365) -> tuple[int, int]:
+    """Rolling windows (long, short) fitted to a run of ``n_days`` observed days.
+
+    QuantStats uses a year and half a year; on shorter runs those panels are empty.
+    The windows shrink to half and a quarter of the run (at least 5 and 3 days) and
+    never exceed a year and half a year.
+    """
+    long = int(min(periods_per_year, max(5, n_days // 2)))
+    short = int(min(periods_per_year // 2, max(3, n_days // 4)))
+    return long, min(short, long)
+
+
+@contextmanager
+def _fitted_windows(plots: ModuleType, n_days: int, periods: int) -> Iterator[None]:
+    """During one call, QuantStats' rolling panels use :func:`rolling_windows`.
+
+    Only the window arguments of ``quantstats.plots.rolling_volatility``,
+    ``rolling_sharpe``, ``rolling_sortino`` (``period``) and ``rolling_beta``
+    (``window1``, ``window2``) are replaced; annualization (``periods_per_year``) and
+    the metrics table are untouched. Swaps module attributes: not thread-safe.
+    """
+    long, short = rolling_windows(n_days, periods)
+    originals = {name: getattr(plots, name, None)
+                 for name in ("rolling_volatility", "rolling_sharpe", "rolling_sortino",
+                              "rolling_beta")}
+
+    def fitted(original: Any, beta: bool) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if beta:
+                kwargs.update(window1=short, window2=long)
+            else:
+                kwargs["period"] = short
+            return original(*args, **kwargs)
+        return call
+
+    for name, original in originals.items():
+        if original is not None:
+            setattr(plots, name, fitted(original, name == "rolling_beta"))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            if original is not None:
+                setattr(plots, name, original)
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
+           "DEC")
+
+
+def blank_outside(table: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp,
+                  ) -> pd.DataFrame:
+    """QuantStats' monthly table (years by ``JAN``..``DEC``) with NaN for the months
+    before ``first`` and after ``last`` (it fills them with 0, read as a flat month)."""
+    out = table.astype("float64").copy()
+    lo, hi = first.year * 12 + first.month, last.year * 12 + last.month
+    for year in out.index:
+        for month, col in enumerate(_MONTHS, start=1):
+            if col in out.columns and not lo <= int(year) * 12 + month <= hi:
+                out.loc[year, col] = np.nan
+    return out
+
+
+@contextmanager
+def _blank_missing_months(stats: ModuleType) -> Iterator[None]:
+    """During one call, QuantStats' monthly heatmap leaves months without data blank
+    (swaps ``quantstats.stats.monthly_returns``; not thread-safe)."""
+    original = stats.monthly_returns
+
+    def monthly_returns(returns: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        table = original(returns, *args, **kwargs)
+        index = getattr(returns, "index", None)
+        if not isinstance(table, pd.DataFrame) or not isinstance(index, pd.DatetimeIndex) \
+                or not len(index):
+            return table
+        return blank_outside(table, index.min(), index.max())
+
+    stats.monthly_returns = monthly_returns
+    try:
+        yield
+    finally:
+        stats.monthly_returns = original
+
+
+def _header_html(header: Mapping[str, str] | None, notice: str | None) -> str:
+    parts = ['<div class="gammabt-header" style="font-size:13px;margin:8px 0 16px 0">']
+    if notice:
+        parts.append('<p class="gammabt-notice" style="background:#fff3cd;border-left:4px '
+                     f'solid #e0a800;padding:6px 10px">{html.escape(notice)}</p>')
+    if header:
+        parts.append('<table class="gammabt-run">')
+        for key, value in header.items():
+            parts.append(f"<tr><th style=\"text-align:left;padding-right:12px\">"
+                         f"{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>")
+        parts.append("</table>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def write_tearsheet(
     returns: pd.Series,
     benchmark: pd.Series | None,
@@ -627,6 +726,8 @@ def write_tearsheet(
     periods_per_year: int = 365,
     benchmark_title: str = "Buy & hold",
     strategy_title: str = "Strategy",
+    header: Mapping[str, str] | None = None,
+    notice: str | None = None,
 ) -> Path:
     """Write the QuantStats HTML tearsheet of a run, atomically.
 
@@ -645,6 +746,11 @@ def write_tearsheet(
         Annualization of every figure and rolling window (365 for crypto).
     benchmark_title, strategy_title
         Names in the legends and tables.
+    header
+        Rows shown under the title (strategy, label, parameters, costs, data, period),
+        HTML-escaped.
+    notice
+        A highlighted line above them (e.g. that the run never traded), HTML-escaped.
 
     Returns
     -------
@@ -697,7 +803,8 @@ def write_tearsheet(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with quiet_report_warnings(), _regression_guard(qs.stats, r, b):
+        with quiet_report_warnings(), _regression_guard(qs.stats, r, b), \
+                _fitted_windows(qs.plots, len(r), periods), _blank_missing_months(qs.stats):
             qs.reports.html(
                 r, b, rf=0.0, title=html.escape(title), output=str(tmp),
                 compounded=True, periods_per_year=periods, match_dates=False,
@@ -705,6 +812,10 @@ def write_tearsheet(
                 benchmark_title=benchmark_title if b is not None else None,
             )
         page = _self_contained(tmp.read_text(encoding="utf-8"))
+        if header or notice:
+            at = page.find("</h4>")
+            at = at + len("</h4>") if at >= 0 else page.find(">", page.find("<body")) + 1
+            page = page[:at] + _header_html(header, notice) + page[at:]
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(page)
             handle.flush()

@@ -88,10 +88,23 @@ class RunResult:
     versions: dict[str, str]
     notes: tuple[str, ...] = ()
     elapsed_s: float = 0.0
+    # the market the run saw, for the report page's charts (not written to disk)
+    inputs: MarketInputs | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_rejected(self) -> int:
         return int(self.metrics.get("n_rejected") or 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The market inputs only feed the report page's charts; a pickled result (sent
+        # between processes) leaves them behind rather than carry the whole market.
+        state = dict(self.__dict__)
+        state["inputs"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
 
 
 def package_versions() -> dict[str, str]:
@@ -338,4 +351,4 @@ def run(config: RunConfig, inputs: MarketInputs | None = None) -> RunResult:
                      metrics=metrics, ledger=ledger, positions=positions,
                      input_hashes=inputs.input_hashes,
                      versions=package_versions(), notes=inputs.notes,
-                     elapsed_s=time.perf_counter() - started)
+                     elapsed_s=time.perf_counter() - started, inputs=inputs)

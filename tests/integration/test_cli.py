@@ -44,7 +44,9 @@ def _check_run_folder(folder: Path) -> dict:
 
 def test_help_everywhere(capsys):
     for args in (["--help"], ["run", "--help"], ["gex", "--help"], ["simulate", "--help"],
-                 ["demo", "--help"], ["strategies", "--help"]):
+                 ["demo", "--help"], ["strategies", "--help"], ["ls", "--help"],
+                 ["compare", "--help"], ["plot", "gex", "--help"], ["plot", "liq", "--help"],
+                 ["plot", "basis", "--help"]):
         assert main(args) == 0
     assert "--strategy" in capsys.readouterr().out
 

@@ -1,11 +1,11 @@
 """The tearsheet as a browser renders it: headless Chromium, offline, no console errors.
 
-Skipped with a reason when no Chromium is installed (it is not a Python dependency).
+Skipped with a reason when no Chromium is installed (it is not a Python dependency),
+except in CI (``CI=true``), where a missing browser fails the tests.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,41 +14,25 @@ import pandas as pd
 import pytest
 
 from gammabt.report import write_tearsheet
-
-CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def _chromium() -> str | None:
-    for name in CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+from tests.integration.browser import flags, require_chromium
 
 
 def _flags(profile: Path) -> list[str]:
-    # Offline and self-contained: no sync, no component updates, no background fetches.
-    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-default-apps", "--mute-audio", f"--user-data-dir={profile}"]
+    return flags(profile)
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = _chromium()
-    if path is None:
-        pytest.skip("headless Chromium not installed (looked for "
-                    f"{', '.join(CANDIDATES)} and /usr/bin/chromium); browser check skipped")
-    return path
+    return require_chromium()
 
 
-@pytest.fixture
-def tearsheet(tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def tearsheet(tmp_path_factory) -> Path:
     rng = np.random.default_rng(11)
     days = pd.date_range("2022-01-01", periods=240, freq="D", tz="UTC")
     returns = pd.Series(rng.normal(0.001, 0.03, len(days)), index=days)
     benchmark = pd.Series(rng.normal(0.0005, 0.035, len(days)), index=days)
-    return write_tearsheet(returns, benchmark, tmp_path / "tearsheet.html",
+    return write_tearsheet(returns, benchmark, tmp_path_factory.mktemp("ts") / "tearsheet.html",
                            title="browser check")
 
 
