@@ -225,6 +225,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     lev.resync()
 
     hedge = bool(dl["hedge"])
+    # vanna_hedge = false: dealers keep hedge ratios at the starting ATM IV level, so a
+    # change of implied volatility alone never makes them trade (ablation of vanna flow)
+    vanna_hedge = bool(dl["vanna_hedge"])
     m_min = 1.0 / dl["max_amplification"]
     L0 = mk["depth_btc"]
     health = 1.0
@@ -282,7 +285,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     bar = {k: np.empty(nb) for k in (
         "net_gamma", "dealer_gex_usd", "dealer_delta_btc", "spot", "depth_btc", "mm_health",
         "basis_ann", "basis_book_btc", "futures_oi_btc", "perp_oi_btc", "perp_long_btc",
-        "perp_short_btc", "premium", "iv_atm", "put_demand", "book_oi_btc")}
+        "perp_short_btc", "premium", "iv_atm", "put_demand", "book_oi_btc",
+        "dealer_vanna_usd")}
     raw = Raw(grid, spot_path, ln_hi, ln_lo, prem_path, flows, volume, perp_volume, bar,
               etf_daily_usd=etf_daily)
 
@@ -299,7 +303,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     fut_slope = bs["term_slope"]
 
     atm = atm_of(rv2, iv_shock)
-    D, G, _ = book.greeks(S, t0, atm, b)
+    atm_frozen = atm
+    atm_d = atm  # the ATM IV level dealers hedge with
+    D, G, _ = book.greeks(S, t0, atm_d, b)
     resid = 0.0          # dealer hedge not yet executed (charm, vanna, convexity), BTC
     liq_pending = 0.0    # forced orders of liquidations triggered last step, BTC
     basis_pending = 0.0  # basis traders' spot trade decided last step, BTC
@@ -330,7 +336,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
                 if e not in futs:
                     futs.append(e)
             futs.sort()
-            D, G, _ = greeks(S, t, atm, b)
+            D, G, _ = greeks(S, t, atm_d, b)
             if hedge:
                 # the hedges of settled options are unwound over the next settle_steps
                 settle_rate += (D_before - D) / settle_steps
@@ -371,8 +377,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
                 book.add_puts(t, S, sh["put_moneyness"], sh["put_buy_btc"])
                 traded = True
             atm = atm_of(rv2, iv_shock)
+            atm_d = atm if vanna_hedge else atm_frozen
         if traded:
-            D, G, _ = greeks(S, t, atm, b)
+            D, G, _ = greeks(S, t, atm_d, b)
         book_flow = -(D - D_before) if hedge else 0.0
         # 3. funding every 8 hours from the average premium since the last payment
         fslot = t // (8 * US_PER_HOUR)
@@ -395,6 +402,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             bar["net_gamma"][i] = G
             bar["dealer_gex_usd"][i] = G * S * S * 0.01
             bar["dealer_delta_btc"][i] = D
+            _, _, (iv_o, F_o) = greeks(S, t, atm, b, full=True)
+            bar["dealer_vanna_usd"][i] = book.vanna_usd(t, iv_o, F_o)
             bar["spot"][i] = S
             bar["depth_btc"][i] = L0 * health
             bar["mm_health"][i] = health
@@ -498,6 +507,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         rv2 = rv_keep * rv2 + (1 - rv_keep) * r * r / dt
         iv_shock *= ivs_keep
         atm = atm_of(rv2, iv_shock)
+        atm_d = atm if vanna_hedge else atm_frozen
         prem_ou = p_keep * prem_ou + p_sd * z_prem[k]
         prem_sum += prem
         prem_cnt += 1
@@ -512,7 +522,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             basis_pending = dB
         other += (bs["other_oi_btc"] - other) * (1 - oth_keep)
         # 10. dealers re-mark their book at the new spot and time
-        D1, G1, _ = greeks(S1, t + step_us, atm, b)
+        D1, G1, _ = greeks(S1, t + step_us, atm_d, b)
         if hedge:
             resid = -(D1 - D) - h_lin
         flows[0, k] = q_noise

@@ -79,7 +79,8 @@ def build_tables(raw: Raw) -> dict[str, pa.Table]:
     out["dealer_gamma"] = _plain(pd.DataFrame({
         "ts": ts, "spot": b["spot"], "dealer_gex_usd": b["dealer_gex_usd"],
         "net_gamma": b["net_gamma"], "regime": regime.astype(np.int8),
-        "dealer_delta_btc": b["dealer_delta_btc"], "hedge_flow_btc": flow[2]}))
+        "dealer_delta_btc": b["dealer_delta_btc"], "hedge_flow_btc": flow[2],
+        "dealer_vanna_usd": b["dealer_vanna_usd"]}))
     cols: dict[str, object] = {"ts": ts}
     for i, name in enumerate(FLOW_NAMES):
         cols[f"{name}_btc"] = flow[i]
