@@ -46,6 +46,8 @@ __all__ = [
     "BarrierType",
     "barrier_book",
     "barrier_greeks",
+    "book_gex_profile",
+    "summary_with_book",
     "barrier_price",
 ]
 
@@ -323,6 +325,61 @@ def barrier_book(positions: pd.DataFrame | Any, bars: pd.DataFrame, *,
     Formula:
         barrier_gex(t) = sum_live side_i N_i gamma_i(close_t, T_i(t)) close_t^2 0.01
     """
+    st = _track(positions, bars, iv, bar_freq_us)
+    n_bar = st.close.size
+    pos, bar, after, S, T, vol = st.pos, st.bar, st.after, st.S, st.T, st.vol
+    g, va = _pair_greeks(st, S, T, vol)
+    w = st.N[pos]
+    charm = -va * vol / (2.0 * T)
+    gex = np.bincount(bar, weights=w * g * S * S * 0.01, minlength=n_bar)
+    vanna = np.bincount(bar, weights=w * va * S * 0.01, minlength=n_bar)
+    charm_day = np.bincount(bar, weights=w * charm / 365.0, minlength=n_bar)
+    live = np.bincount(bar, minlength=n_bar).astype(np.int64)
+    # nearest untouched barrier below the close
+    below = ~after & (st.H[pos] < S)
+    nearest = np.full(n_bar, -np.inf)
+    np.maximum.at(nearest, bar[below], st.H[pos[below]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.where(np.isfinite(nearest), st.close / nearest - 1.0, np.nan)
+    lines = pd.DataFrame({"ts": pd.to_datetime(st.open_us, unit="us", utc=True),
+                          "barrier_gex": gex, "barrier_vanna": vanna,
+                          "barrier_charm": charm_day, "dist_to_barrier": dist,
+                          "n_barrier_live": live})
+    knocked = st.knock < _NEVER
+    ktime = pd.to_datetime(np.where(knocked, st.open_us[np.minimum(st.knock, n_bar - 1)], 0),
+                           unit="us", utc=True)
+    events = pd.DataFrame({"knock_ts": ktime.where(knocked), "knocked": knocked})
+    return lines, events
+
+
+_NEVER = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class _Track:
+    """Positions and their (position, bar) pairs while alive, with knock status."""
+
+    open_us: npt.NDArray[np.int64]
+    close_us: npt.NDArray[np.int64]
+    close: FloatArray
+    code: npt.NDArray[np.intp]
+    K: FloatArray
+    H: FloatArray
+    N: FloatArray  # dealer_side * notional, BTC
+    exp_us: npt.NDArray[np.int64]
+    knock: npt.NDArray[np.int64]  # first touching bar, _NEVER if none
+    iv_bar: FloatArray
+    own_iv: FloatArray
+    pos: npt.NDArray[np.intp]
+    bar: npt.NDArray[np.intp]
+    after: npt.NDArray[np.bool_]  # knocked in (a vanilla) at that bar
+    S: FloatArray
+    T: FloatArray
+    vol: FloatArray
+
+
+def _track(positions: pd.DataFrame | Any, bars: pd.DataFrame, iv: npt.ArrayLike | float,
+           bar_freq_us: int | None) -> _Track:
     df = positions.to_pandas() if hasattr(positions, "to_pandas") else positions
     open_us = _us(bars["ts"], "bars", "ts")
     n_bar = open_us.size
@@ -351,9 +408,8 @@ def barrier_book(positions: pd.DataFrame | Any, bars: pd.DataFrame, *,
     bar = (np.arange(total) - np.repeat(first, count)) + np.repeat(start, count)
     down = _IS_DOWN[code]
     touch = np.where(down[pos], low[bar] <= H[pos], high[bar] >= H[pos])
-    knock = np.full(len(df), np.iinfo(np.int64).max)
+    knock = np.full(len(df), _NEVER)
     np.minimum.at(knock, pos[touch], bar[touch])
-    knocked = knock < np.iinfo(np.int64).max
     is_in = _IS_IN[code]
     # knock-outs leave the book at the touching bar
     alive = ~(~is_in[pos] & (bar >= knock[pos]))
@@ -361,33 +417,194 @@ def barrier_book(positions: pd.DataFrame | Any, bars: pd.DataFrame, *,
     S = close[bar]
     T = (exp_us[pos] - close_us[bar]) / _US_PER_YEAR
     vol = np.where(np.isnan(own_iv[pos]), iv_bar[bar], own_iv[pos])
-    after = bar >= knock[pos]  # knocked-in: the vanilla from the touching bar on
+    return _Track(open_us=open_us, close_us=close_us, close=close, code=code, K=K, H=H, N=N,
+                  exp_us=exp_us, knock=knock, iv_bar=iv_bar, own_iv=own_iv, pos=pos, bar=bar,
+                  after=bar >= knock[pos], S=S, T=T, vol=vol)
+
+
+def _pair_greeks(st: _Track, S: FloatArray, T: FloatArray, vol: FloatArray,
+                 pos: npt.NDArray[np.intp] | None = None,
+                 after: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
+    """Gamma and vanna per pair: the barrier option, or the vanilla once knocked in."""
+    pos = st.pos if pos is None else pos
+    after = st.after if after is None else after
     g = np.empty(S.size)
     va = np.empty(S.size)
-    if (~after).any():
-        i = np.flatnonzero(~after)
-        res = barrier_greeks(code[pos[i]], S[i], K[pos[i]], H[pos[i]], T[i], vol[i])
+    i = np.flatnonzero(~after)
+    if i.size:
+        res = barrier_greeks(st.code[pos[i]], S[i], st.K[pos[i]], st.H[pos[i]], T[i], vol[i])
         g[i], va[i] = res.gamma, res.vanna
-    if after.any():
-        i = np.flatnonzero(after)
-        _, _, g[i], va[i] = _vanilla(S[i], K[pos[i]], T[i], vol[i], _PHI[code[pos[i]]])
-    w = N[pos]
-    charm = -va * vol / (2.0 * T)
-    gex = np.bincount(bar, weights=w * g * S * S * 0.01, minlength=n_bar)
-    vanna = np.bincount(bar, weights=w * va * S * 0.01, minlength=n_bar)
-    charm_day = np.bincount(bar, weights=w * charm / 365.0, minlength=n_bar)
-    live = np.bincount(bar, minlength=n_bar).astype(np.int64)
-    # nearest untouched barrier below the close
-    below = ~after & (H[pos] < S)
-    nearest = np.full(n_bar, -np.inf)
-    np.maximum.at(nearest, bar[below], H[pos[below]])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dist = np.where(np.isfinite(nearest), close / nearest - 1.0, np.nan)
-    lines = pd.DataFrame({"ts": bars["ts"].to_numpy(), "barrier_gex": gex,
-                          "barrier_vanna": vanna, "barrier_charm": charm_day,
-                          "dist_to_barrier": dist, "n_barrier_live": live})
-    lines["ts"] = pd.to_datetime(open_us, unit="us", utc=True)
-    ktime = pd.to_datetime(np.where(knocked, open_us[np.minimum(knock, n_bar - 1)], 0),
-                           unit="us", utc=True)
-    events = pd.DataFrame({"knock_ts": ktime.where(knocked), "knocked": knocked})
-    return lines, events
+    i = np.flatnonzero(after)
+    if i.size:
+        _, _, g[i], va[i] = _vanilla(S[i], st.K[pos[i]], T[i], vol[i], _PHI[st.code[pos[i]]])
+    return g, va
+
+
+def book_gex_profile(positions: pd.DataFrame | Any, bars: pd.DataFrame,
+                     stamps: pd.Series | pd.DatetimeIndex, spot: npt.ArrayLike,
+                     rel: npt.ArrayLike, *, iv: npt.ArrayLike | float = 0.5,
+                     bar_freq_us: int | None = None) -> FloatArray:
+    """Dealer gamma of the barrier book over hypothetical spots at given times.
+
+    The book in force at ``stamps[j]`` is the one after the last bar closed at or
+    before it (positions known by then, knock status from the bars so far); each
+    option is re-priced at ``S' = rel * spot[j]`` with its time to expiry from
+    ``stamps[j]`` and its implied volatility as of that bar (sticky strike).
+    A position not yet knocked is kept as a barrier option even where ``S'`` is
+    beyond its barrier (its closed form then gives the vanilla or 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(stamps), len(rel)), USD per 1% move at ``S'``; 0 where no bar has closed
+        yet or nothing is live.
+
+    Formula:
+        profile_j(x) = sum_live side_i N_i gamma_i(x S_j, T_i(t_j)) (x S_j)^2 0.01
+    """
+    st = _track(positions, bars, iv, bar_freq_us)
+    t_us = _us(pd.Series(pd.DatetimeIndex(stamps)), "summary", "ts")
+    spot = np.asarray(spot, dtype=np.float64)
+    rel = np.asarray(rel, dtype=np.float64)
+    rel2 = np.broadcast_to(rel, (t_us.size, rel.shape[-1]))
+    m = rel2.shape[1]
+    out = np.zeros((t_us.size, m))
+    j_bar = np.searchsorted(st.close_us, t_us, side="right") - 1
+    order = np.argsort(st.bar, kind="stable")
+    bar_sorted = st.bar[order]
+    for j, b in enumerate(j_bar):
+        if b < 0:
+            continue
+        lo, hi = np.searchsorted(bar_sorted, [b, b + 1])
+        idx = order[lo:hi]
+        if idx.size == 0:
+            continue
+        p = st.pos[idx]
+        T = (st.exp_us[p] - t_us[j]) / _US_PER_YEAR
+        ok = T > 0
+        idx, p, T = idx[ok], p[ok], T[ok]
+        n_p = idx.size
+        if n_p == 0:
+            continue
+        S = np.tile(spot[j] * rel2[j], n_p)
+        rep = np.repeat(np.arange(n_p), m)
+        g, _ = _pair_greeks(st, S, T[rep], st.vol[idx][rep], pos=p[rep],
+                            after=st.after[idx][rep])
+        out[j] = np.bincount(np.tile(np.arange(m), n_p),
+                             weights=st.N[p][rep] * g * S * S * 0.01, minlength=m)
+    return out
+
+
+def summary_with_book(summary: pd.DataFrame, chain: pd.DataFrame | Any,
+                      positions: pd.DataFrame | Any, bars: pd.DataFrame, *,
+                      dealer: str = "long_calls_short_puts", iv: npt.ArrayLike | float = 0.5,
+                      include: bool = True, span: tuple[float, float] = (0.5, 1.5),
+                      grid_step: float = 0.005, bar_freq_us: int | None = None,
+                      ) -> pd.DataFrame:
+    """Add the barrier book to a :func:`indicators.gamma.summarize` frame.
+
+    Parameters
+    ----------
+    summary
+        ``summarize(chain, dealer)`` output (one row per snapshot, sorted).
+    chain, dealer
+        The chain and convention that produced ``summary``.
+    positions, bars, iv, bar_freq_us
+        As in :func:`barrier_book`; the book in force at a snapshot is the one after
+        the last bar closed at or before it.
+    include
+        True: ``gex``, ``regime`` and ``gamma_flip`` describe options plus barrier book
+        (the options-only values move to ``gex_options`` and ``gamma_flip_options``);
+        False: they stay options-only and the book is only reported beside them.
+    span, grid_step
+        Flip search range and coarse grid, relative to spot (as in ``summarize``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``barrier_gex`` (USD per 1% move), ``barrier_vanna`` (USD per +1
+        vol point), ``gex_total`` and ``vanna_total`` (options + book),
+        ``gex_options``, ``gamma_flip_options``, and, with ``include``, the combined
+        ``gex``, ``regime`` and ``gamma_flip`` (zero of the combined profile nearest to
+        spot, bracketed to 5e-6 of spot then interpolated; NaN without a crossing).
+
+    Formula:
+        gex_total(x) = options_profile(x) + book_profile(x);  flip: gex_total(x*) = 0
+    """
+    from indicators import gamma
+
+    out = summary.copy()
+    n = len(out)
+    stamps = out["ts"]
+    spot = out["spot"].to_numpy(np.float64)
+    one = np.ones((n, 1))
+    st = _track(positions, bars, iv, bar_freq_us)
+    t_us = _us(stamps, "summary", "ts")
+    j_bar = np.searchsorted(st.close_us, t_us, side="right") - 1
+    vanna = np.zeros(n)
+    if st.pos.size and n:
+        # vanna of the book at the snapshot: the bar in force, re-timed to the snapshot
+        for j in np.flatnonzero(j_bar >= 0):
+            sel = np.flatnonzero(st.bar == j_bar[j])
+            p = st.pos[sel]
+            T = (st.exp_us[p] - t_us[j]) / _US_PER_YEAR
+            ok = T > 0
+            sel, p, T = sel[ok], p[ok], T[ok]
+            S = np.full(sel.size, spot[j])
+            _, va = _pair_greeks(st, S, T, st.vol[sel], pos=p, after=st.after[sel])
+            vanna[j] = float((st.N[p] * va * S * 0.01).sum())
+    book_at_spot = book_gex_profile(positions, bars, stamps, spot, one, iv=iv,
+                                    bar_freq_us=bar_freq_us)[:, 0]
+    out["barrier_gex"] = book_at_spot
+    out["barrier_vanna"] = vanna
+    out["gex_options"] = out["gex"]
+    out["gamma_flip_options"] = out["gamma_flip"]
+    out["gex_total"] = out["gex"] + book_at_spot
+    out["vanna_total"] = out["vanna"] + vanna
+    if not include or n == 0:
+        return out
+    lo, hi = span
+    xs = np.r_[np.linspace(lo, 1.0, round((1 - lo) / grid_step) + 1),
+               np.linspace(1.0, hi, round((hi - 1) / grid_step) + 1)[1:]]
+    center = int(np.argmin(np.abs(xs - 1.0)))
+
+    def total(rel: FloatArray) -> FloatArray:
+        opt, _ = gamma.gex_profile_at(chain, rel, dealer=dealer)
+        return opt + book_gex_profile(positions, bars, stamps, spot, rel, iv=iv,
+                                      bar_freq_us=bar_freq_us)
+
+    vals = total(np.broadcast_to(xs, (n, xs.size)).copy())
+    sgn = np.sign(vals)
+    cross = sgn[:, :-1] * sgn[:, 1:] < 0
+    flip = np.full(n, np.nan)
+    cand_lo = np.full(n, np.nan)
+    for j in range(n):
+        cells = np.flatnonzero(cross[j])
+        if cells.size == 0:
+            continue
+        # nearest cell to spot (ties: the lower one)
+        dist = np.where(cells < center, 1.0 - xs[cells + 1], xs[cells] - 1.0)
+        cand_lo[j] = xs[cells[np.lexsort((cells, dist))[0]]]
+    todo = np.flatnonzero(np.isfinite(cand_lo))
+    if todo.size:
+        a = cand_lo[todo]
+        width = grid_step
+        sub = 10
+        for _ in range(3):  # each round narrows the bracket ten times
+            pts = a[:, None] + width * np.arange(sub + 1)[None, :] / sub
+            rel = np.ones((n, sub + 1))
+            rel[todo] = pts
+            v = total(rel)[todo]
+            s2 = np.sign(v)
+            c2 = s2[:, :-1] * s2[:, 1:] <= 0
+            k = np.argmax(c2, axis=1)
+            a = pts[np.arange(todo.size), k]
+            width /= sub
+            va_, vb_ = v[np.arange(todo.size), k], v[np.arange(todo.size), k + 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.clip(np.where(vb_ != va_, va_ / (va_ - vb_), 0.5), 0.0, 1.0)
+        flip[todo] = (a + frac * width) * spot[todo]
+    out["gex"] = out["gex_total"]
+    out["regime"] = np.sign(out["gex_total"].to_numpy()).astype(np.int8)
+    out["gamma_flip"] = flip
+    return out

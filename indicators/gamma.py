@@ -53,6 +53,7 @@ __all__ = [
     "bs_vanna",
     "exposure_profile",
     "gex_profile",
+    "gex_profile_at",
     "row_charm",
     "row_gex",
     "row_vanna",
@@ -1143,6 +1144,43 @@ def exposure_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_sho
         "level": spot[snap_rep] * np.tile(rel, n_snap),
         kind: prof.ravel(),
     })
+
+
+def gex_profile_at(chain: pd.DataFrame | Any, rel: ArrayLike,
+                   dealer: Dealer = "long_calls_short_puts") -> tuple[FloatArray, FloatArray]:
+    """Net dealer GEX of each snapshot at its own relative spots, float64.
+
+    Parameters
+    ----------
+    chain : pandas.DataFrame or pyarrow.Table
+        Canonical CHAIN columns.
+    rel : array_like
+        (n_snapshots, m) relative spots ``x = S'/S``, one row per snapshot in ``ts``
+        order (as in :func:`summarize`).
+    dealer
+        Dealer positioning convention.
+
+    Returns
+    -------
+    (values, spot)
+        ``values`` (n_snapshots, m): GEX at ``x * spot`` in USD per 1% move (the same
+        sticky-strike profile as :func:`gex_profile`); ``spot``: reference spots.
+    """
+    inp = _prepare(chain, dealer)
+    n_snap = inp.ts_us.size
+    x = np.asarray(rel, dtype=np.float64).reshape(n_snap, -1)
+    out = np.zeros_like(x)
+    spot = np.zeros(n_snap)
+    for s0, s1 in _blocks(inp):
+        blk = _block(inp, s0, s1)
+        spot[s0:s1] = blk.spot
+        r = blk.rows
+        seg_counts = np.bincount(r.snap, minlength=blk.n_snap)
+        seg_starts = np.cumsum(seg_counts) - seg_counts
+        snaps = np.repeat(np.arange(blk.n_snap), x.shape[1])
+        vals = _exact_points(r, seg_starts, seg_counts, snaps, np.log(x[s0:s1]).ravel())
+        out[s0:s1] = vals.reshape(blk.n_snap, -1) * x[s0:s1]
+    return out, spot
 
 
 # ---------------------------------------------------------------------------------------
