@@ -225,8 +225,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     lev.resync()
 
     hedge = bool(dl["hedge"])
-    # vanna_hedge = false: dealers keep hedge ratios at the starting ATM IV level, so a
-    # change of implied volatility alone never makes them trade (ablation of vanna flow)
+    # vanna_hedge = false: the part of a delta change caused by implied volatility moving
+    # is never traded (dealers re-base their delta silently); every other change is
+    # hedged as usual. Ablation of the vanna flow.
     vanna_hedge = bool(dl["vanna_hedge"])
     m_min = 1.0 / dl["max_amplification"]
     L0 = mk["depth_btc"]
@@ -252,6 +253,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     dd_hist = np.full(n // book_every + 2, S)
     dd_n = 1
     put_demand = 1.0
+    iv_dd = 0.0  # spot-vol feedback: ATM IV added per unit of drawdown from the peak
 
     # basis traders and futures
     B_ref = bs["book_btc"]
@@ -303,9 +305,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     fut_slope = bs["term_slope"]
 
     atm = atm_of(rv2, iv_shock)
-    atm_frozen = atm
-    atm_d = atm  # the ATM IV level dealers hedge with
-    D, G, _ = book.greeks(S, t0, atm_d, b)
+    D, G, _ = book.greeks(S, t0, atm, b)
     resid = 0.0          # dealer hedge not yet executed (charm, vanna, convexity), BTC
     liq_pending = 0.0    # forced orders of liquidations triggered last step, BTC
     basis_pending = 0.0  # basis traders' spot trade decided last step, BTC
@@ -336,7 +336,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
                 if e not in futs:
                     futs.append(e)
             futs.sort()
-            D, G, _ = greeks(S, t, atm_d, b)
+            D, G, _ = greeks(S, t, atm, b)
             if hedge:
                 # the hedges of settled options are unwound over the next settle_steps
                 settle_rate += (D_before - D) / settle_steps
@@ -350,6 +350,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             dd_n += 1
             peak = float(dd_hist[max(0, dd_n - dd_len):dd_n].max())
             put_demand = 1.0 + op["put_demand_beta"] * max(0.0, 1.0 - S / peak)
+            iv_dd = op["iv_spot_beta"] * max(0.0, 1.0 - S / peak)
             book.relax(t, S, atm, put_demand, oi_frac)
             traded = True
         if k in clusters_at:
@@ -364,6 +365,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
                 _open_stack(lev, st, S, lev_mix, lev_w)
             lev.trigger(lnS, lnS, lev.lo, lev.lo + lev.n * lev.step)
             lev.resync()
+        atm_step = atm
         for sh in shock_start.get(k, ()):
             n_h = max(1, round(sh["hours"] * US_PER_HOUR / step_us))
             active.append((k, k + n_h, sh, B))
@@ -376,11 +378,14 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             if sh["put_buy_btc"] > 0:
                 book.add_puts(t, S, sh["put_moneyness"], sh["put_buy_btc"])
                 traded = True
-            atm = atm_of(rv2, iv_shock)
-            atm_d = atm if vanna_hedge else atm_frozen
+            atm = atm_of(rv2, iv_shock + iv_dd)
+        D_traded = None  # without vanna hedging: the new book's delta at the old IV
+        if not vanna_hedge and atm != atm_step:
+            D_traded = greeks(S, t, atm_step, b)[0] if traded else D
+            traded = True  # re-base the delta to the new IV (not traded)
         if traded:
-            D, G, _ = greeks(S, t, atm_d, b)
-        book_flow = -(D - D_before) if hedge else 0.0
+            D, G, _ = greeks(S, t, atm, b)
+        book_flow = -((D if D_traded is None else D_traded) - D_before) if hedge else 0.0
         # 3. funding every 8 hours from the average premium since the last payment
         fslot = t // (8 * US_PER_HOUR)
         if fslot != last_fund and prem_cnt:
@@ -506,8 +511,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         # 9. volatility state, perp premium, basis traders
         rv2 = rv_keep * rv2 + (1 - rv_keep) * r * r / dt
         iv_shock *= ivs_keep
-        atm = atm_of(rv2, iv_shock)
-        atm_d = atm if vanna_hedge else atm_frozen
+        atm_prev = atm
+        atm = atm_of(rv2, iv_shock + iv_dd)
         prem_ou = p_keep * prem_ou + p_sd * z_prem[k]
         prem_sum += prem
         prem_cnt += 1
@@ -522,9 +527,10 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             basis_pending = dB
         other += (bs["other_oi_btc"] - other) * (1 - oth_keep)
         # 10. dealers re-mark their book at the new spot and time
-        D1, G1, _ = greeks(S1, t + step_us, atm_d, b)
+        D1, G1, _ = greeks(S1, t + step_us, atm, b)
         if hedge:
-            resid = -(D1 - D) - h_lin
+            D1_traded = D1 if vanna_hedge else greeks(S1, t + step_us, atm_prev, b)[0]
+            resid = -(D1_traded - D) - h_lin
         flows[0, k] = q_noise
         flows[1, k] = q_etf
         flows[2, k] = q_dealer_pre + h_lin
