@@ -47,6 +47,7 @@ from indicators.errors import ConfigError, DataError
 __all__ = [
     "Dealer",
     "Exposure",
+    "atm_iv",
     "bs_charm",
     "bs_delta",
     "bs_gamma",
@@ -1181,6 +1182,57 @@ def gex_profile_at(chain: pd.DataFrame | Any, rel: ArrayLike,
         vals = _exact_points(r, seg_starts, seg_counts, snaps, np.log(x[s0:s1]).ravel())
         out[s0:s1] = vals.reshape(blk.n_snap, -1) * x[s0:s1]
     return out, spot
+
+
+def atm_iv(chain: pd.DataFrame | Any, tenor_days: float = 30.0) -> pd.DataFrame:
+    """At-the-money implied volatility per snapshot, from the expiry nearest a tenor.
+
+    Parameters
+    ----------
+    chain : pandas.DataFrame or pyarrow.Table
+        Canonical CHAIN columns.
+    tenor_days : float
+        Target time to expiry (default 30 days); the listed expiry nearest to it is
+        used (ties: the shorter one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ts`` (sorted, one row per snapshot) and ``atm_iv`` (fraction): the mean IV of
+        that expiry's rows whose strike is nearest to their forward (both the call and
+        the put when quoted). NaN when the snapshot has no quoted, unexpired row.
+
+    Formula:
+        e* = argmin_e |T_e - tenor|;  atm_iv = mean iv_i over rows of e* with minimal
+        |ln(K_i / F_i)|
+    """
+    inp = _prepare(chain, "long_calls_short_puts")
+    n_snap = inp.ts_us.size
+    out = np.full(n_snap, np.nan)
+    sel = slice(None) if inp.order is None else inp.order
+    row_ts = inp.row_ts_us[sel]
+    T = (inp.expiry_us[sel] - row_ts) / _US_PER_YEAR
+    iv, F, K = inp.iv[sel], inp.forward[sel], inp.strike[sel]
+    snap = np.repeat(np.arange(n_snap), np.diff(inp.bounds))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = (T > 0) & (iv > 0) & (F > 0) & (K > 0) & np.isfinite(F) & np.isfinite(K)
+        m = np.abs(np.log(K / F))
+    i = np.flatnonzero(ok)
+    if i.size:
+        snap, T, iv, m = snap[i], T[i], iv[i], m[i]
+        gap = np.abs(T - tenor_days / 365.0)
+        # per snapshot: nearest expiry (ties -> shorter), then the strikes nearest spot
+        order = np.lexsort((m, T, gap, snap))
+        snap, T, iv, m, gap = snap[order], T[order], iv[order], m[order], gap[order]
+        first = np.r_[True, snap[1:] != snap[:-1]]
+        lead = np.flatnonzero(first)
+        owner = np.cumsum(first) - 1
+        best = (T == T[lead][owner]) & (m <= m[lead][owner] * (1 + 1e-12))
+        sums = np.bincount(snap[best], weights=iv[best], minlength=n_snap)
+        counts = np.bincount(snap[best], minlength=n_snap)
+        have = counts > 0
+        out[have] = sums[have] / counts[have]
+    return pd.DataFrame({"ts": _ts_index(inp.ts_us), "atm_iv": out})
 
 
 # ---------------------------------------------------------------------------------------

@@ -139,3 +139,15 @@ def test_simulator_true_dealer_vanna_is_recovered_from_its_chain() -> None:
     assert len(both) == len(truth) > 24
     assert (both["dealer_vanna_usd"].abs() > 0).all()
     np.testing.assert_allclose(both["vanna"], both["dealer_vanna_usd"], rtol=1e-8)
+
+
+def test_atm_iv_picks_the_expiry_nearest_30_days_and_the_strike_nearest_forward() -> None:
+    rows = [one_row("C", K=50_000.0, days=28, iv=0.61), one_row("P", K=50_000.0, days=28,
+                                                                iv=0.63),
+            one_row("C", K=52_000.0, days=28, iv=0.9), one_row("C", K=50_000.0, days=7,
+                                                               iv=0.4),
+            one_row("C", K=50_000.0, days=33, iv=0.7, oi=0.0)]  # 33 d: further than 28
+    got = gamma.atm_iv(frame(rows))
+    assert len(got) == 1 and got["atm_iv"].iloc[0] == pytest.approx(0.62, rel=1e-12)
+    assert gamma.atm_iv(frame([one_row("C", days=-1.0)]))["atm_iv"].isna().all()
+
