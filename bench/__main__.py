@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments")
+TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "second_order")
 
 
 def main(argv: list[str]) -> int:

@@ -452,7 +452,7 @@ def _blocks(inp: _Inputs) -> list[tuple[int, int]]:
     return out
 
 
-def _block(inp: _Inputs, s0: int, s1: int) -> _Block:
+def _block(inp: _Inputs, s0: int, s1: int, second_order: bool = True) -> _Block:
     """Per-row terms of the valid rows of snapshots [s0, s1), and their reference spots."""
     lo, hi = int(inp.bounds[s0]), int(inp.bounds[s1])
     sel: slice | npt.NDArray[np.intp] = slice(lo, hi) if inp.order is None else inp.order[lo:hi]
@@ -487,9 +487,12 @@ def _block(inp: _Inputs, s0: int, s1: int) -> _Block:
     d1, s = _d1(F, K, T, iv)
     pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
     base = 0.01 * w * F / s  # gex = base * pdf(d1) = w gamma F^2 0.01
-    vanna_coef = -0.01 * w * F / iv
-    charm_coef = w / (730.0 * T)  # pdf d2 / (2 T) per year, / 365 per day
-    pdf_d2 = pdf * (d1 - s)
+    if second_order:
+        vanna_coef = -0.01 * w * F / iv
+        charm_coef = w / (730.0 * T)  # pdf d2 / (2 T) per year, / 365 per day
+        pdf_d2 = pdf * (d1 - s)
+    else:  # callers that read neither vanna nor charm
+        vanna_coef = charm_coef = pdf_d2 = np.zeros_like(w)
     pos = lo + keep if inp.order is None else inp.order[lo:hi][keep]
     rows = _Rows(snap=snap_all[keep], pos=pos, strike=K, is_call=is_call[keep],
                  gex=base * pdf, vanna=vanna_coef * pdf_d2, charm=charm_coef * pdf_d2,
@@ -1241,7 +1244,7 @@ def atm_iv(chain: pd.DataFrame | Any, tenor_days: float = 30.0) -> pd.DataFrame:
 
 def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts", *,
               span: tuple[float, float] = (0.5, 1.5), grid_step: float = 0.005,
-              flip_tol: float = 2.5e-4) -> pd.DataFrame:
+              flip_tol: float = 2.5e-4, second_order: bool = True) -> pd.DataFrame:
     """Dealer gamma summary, one row per snapshot ``ts`` (sorted), vectorized.
 
     Parameters
@@ -1259,6 +1262,9 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
     flip_tol : float
         Bisection stops once the bracket is narrower than ``flip_tol * spot`` (at most
         5e-4, i.e. 0.05%); the flip is then interpolated linearly inside the bracket.
+    second_order : bool
+        False skips vanna and charm (their columns are NaN), for callers that only need
+        the gamma columns.
 
     Returns
     -------
@@ -1319,7 +1325,7 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
     from_index = np.zeros(n_snap, dtype=bool)
     n_contracts = np.zeros(n_snap, dtype=np.int64)
     for s0, s1 in _blocks(inp):
-        blk = _block(inp, s0, s1)
+        blk = _block(inp, s0, s1, second_order)
         r, nb = blk.rows, blk.n_snap
         cols["spot"][s0:s1] = blk.spot
         from_index[s0:s1] = blk.spot_is_index
@@ -1335,6 +1341,9 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
         cols["call_wall"][s0:s1] = _walls(cell_snap, cell_strike, cell_call, nb, largest=True)
         cols["put_wall"][s0:s1] = _walls(cell_snap, cell_strike, cell_put, nb, largest=False)
         cols["gamma_flip"][s0:s1] = _flip(r, nb, span, grid_step, flip_tol) * blk.spot
+    if not second_order:
+        cols["vanna"][:] = np.nan
+        cols["charm"][:] = np.nan
     return pd.DataFrame({
         "ts": _ts_index(inp.ts_us),
         "spot": cols["spot"],

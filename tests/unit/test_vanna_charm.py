@@ -151,3 +151,11 @@ def test_atm_iv_picks_the_expiry_nearest_30_days_and_the_strike_nearest_forward(
     assert len(got) == 1 and got["atm_iv"].iloc[0] == pytest.approx(0.62, rel=1e-12)
     assert gamma.atm_iv(frame([one_row("C", days=-1.0)]))["atm_iv"].isna().all()
 
+
+
+def test_second_order_switch_changes_only_vanna_and_charm(chain11: pd.DataFrame) -> None:
+    a = gamma.summarize(chain11)
+    b = gamma.summarize(chain11, second_order=False)
+    assert b["vanna"].isna().all() and b["charm"].isna().all()
+    pd.testing.assert_frame_equal(a.drop(columns=["vanna", "charm"]),
+                                  b.drop(columns=["vanna", "charm"]))
