@@ -113,14 +113,15 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     hashes["strategy_source"] = strategy_source_sha256(config.strategy)
     notes: list[str] = []
     tables: dict[str, pa.Table | None] = dict.fromkeys(
-        ("chain", "funding", "futures", "perp", "oi", "liquidations"))
+        ("chain", "funding", "futures", "perp", "oi", "liquidations", "barriers"))
     if config.market is not None:
         from feeds.synthetic import load_market
 
         market = load_market(config.market)
         bars_table = market.bars
         tables.update(chain=market.chain, funding=market.funding, futures=market.futures,
-                      oi=market.perp_oi, liquidations=market.liquidations, perp=market.perp)
+                      oi=market.perp_oi, liquidations=market.liquidations, perp=market.perp,
+                      barriers=market.barriers)
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
     else:
         bars_table = load_bars(config.bars, freq=config.freq)
@@ -152,10 +153,13 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         notes.append("no option chain given: gamma lines are NaN")
     barrier_lines = None
     if config.barriers is not None:
-        positions = load_barriers(config.barriers)
+        tables["barriers"] = load_barriers(config.barriers)
+    if tables["barriers"] is not None and tables["barriers"].num_rows:
+        positions = tables["barriers"]
         iv_bar = _atm_iv_per_bar(bars, summary)
         barrier_lines, events = barrier.barrier_book(positions, bars, iv=iv_bar)
-        notes.append(f"barrier book: {len(positions)} positions, {int(events['knocked'].sum())} "
+        notes.append(f"barrier book ({'--barriers' if config.barriers else 'simulated'}): "
+                     f"{len(positions)} positions, {int(events['knocked'].sum())} "
                      "knocked in/out within the bars (knocks before the first bar are not "
                      "seen); IV: " + ("the chain's ATM IV as of each bar"
                                       if summary is not None else "0.5 where a position has none"))

@@ -17,7 +17,7 @@ from gammabt.run import load_inputs, run
 from indicators import barrier
 
 BOOK = """ts,type,strike,barrier,expiry,notional,dealer_side,iv
-2026-02-03T00:00:00Z,down_in_put,72000,66000,2026-03-27T08:00:00Z,3000,1,
+2026-02-03T00:00:00Z,down_in_put,72000,68000,2026-03-27T08:00:00Z,3000,1,
 2026-02-04T12:00:00Z,down_out_put,72000,60000,2026-03-27T08:00:00Z,2000,-1,0.6
 """
 
@@ -33,7 +33,7 @@ def folder(tmp_path_factory) -> Path:
 def test_inputs_carry_the_book(folder: Path) -> None:
     book = str(folder.parent / "book.csv")
     with_book = load_inputs(RunConfig(market=str(folder), barriers=book))
-    plain = load_inputs(RunConfig(market=str(folder)))
+    plain = load_inputs(RunConfig(market=str(folder), barrier_flip=False))
     off = load_inputs(RunConfig(market=str(folder), barriers=book, barrier_flip=False))
     s, p, o = with_book.summary, plain.summary, off.summary
     assert {"barrier_gex", "barrier_vanna", "gex_total", "vanna_total", "atm_iv"} <= set(s)
@@ -50,13 +50,13 @@ def test_inputs_carry_the_book(folder: Path) -> None:
     assert np.isfinite(arrays.lines["atm_iv"][5:]).all()
     close = with_book.bars["close"].to_numpy()
     low = with_book.bars["low"].to_numpy()
-    # the nearest untouched barrier below the close: 66,000 until a bar's low touches
+    # the nearest untouched barrier below the close: 68,000 until a bar's low touches
     # it (the knock-in becomes a vanilla), then the knock-out's 60,000
-    knock = int(np.flatnonzero(low <= 66_000.0)[0])
+    knock = int(np.flatnonzero(low <= 68_000.0)[0])
     assert 0 < knock and (low[knock:] > 60_000.0).all()
-    want = np.where(np.arange(close.size) < knock, 66_000.0, 60_000.0)
+    want = np.where(np.arange(close.size) < knock, 68_000.0, 60_000.0)
     np.testing.assert_allclose(lines["dist_to_barrier"], close / want - 1, rtol=1e-12)
-    assert any("barrier book: 2 positions" in n for n in with_book.notes)
+    assert any("barrier book (--barriers): 2 positions" in n for n in with_book.notes)
 
 
 def test_vol_shock_runs_on_the_scenario_with_the_ledger_identity(folder: Path) -> None:
@@ -93,3 +93,14 @@ def test_book_lines_are_point_in_time() -> None:
                         "notional": [10.0], "dealer_side": [1.0]})
     lines, _ = barrier.barrier_book(pos, bars)
     assert list(lines["n_barrier_live"]) == [0, 0, 1, 1]
+
+
+def test_the_simulated_book_is_written_and_used(folder: Path) -> None:
+    from feeds.synthetic import load_market
+
+    market = load_market(folder)
+    assert market.barriers is not None and market.barriers.num_rows == 2
+    inputs = load_inputs(RunConfig(market=str(folder)))
+    assert any("barrier book (simulated): 2 positions" in n for n in inputs.notes)
+    assert inputs.barrier_lines is not None
+    assert (inputs.barrier_lines["n_barrier_live"] >= 1).all()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from feeds.synthetic import simulate
-from indicators import gamma
+from indicators import barrier, gamma
 
 SEEDS = (1, 3, 5)
 SHOCK = "2026-02-05"
@@ -25,7 +25,7 @@ def shock_selling(seed: int, vanna_hedge: bool) -> float:
 def test_vanna_hedging_makes_dealers_sell_more_in_the_iv_shock() -> None:
     # The shock lifts ATM IV by 10 vol points at once; dealers short OTM puts have
     # positive vanna exposure (about 50 M USD per vol point here), so re-hedging the IV
-    # move means selling. Measured over seeds 1, 3, 5: mean selling about 1,460 BTC with
+    # move means selling. Measured over seeds 1, 3, 5: mean selling about 1,150 BTC with
     # vanna hedging against about 80 BTC bought without it (paths differ from the
     # lead-in on, so single seeds vary).
     on = np.array([shock_selling(s, True) for s in SEEDS])
@@ -50,3 +50,41 @@ def test_unknown_switch_value_is_refused() -> None:
 
     with pytest.raises(ConfigError):
         simulate("vanna_crash", days=1, seed=1, overrides={"dealers": {"vanna_hedge": 1.5}})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_barrier_book_gamma_changes_sign_where_the_closed_form_says(seed: int) -> None:
+    # The simulator's dealers hold a small knock-in put (barrier 16% below) and a large
+    # knock-out put (strike 5% above, barrier 7% below), long both. The knock-out is
+    # short gamma above its barrier, so the book starts short gamma; near the barrier
+    # and once it knocks out the knock-in dominates and the sign turns positive. The
+    # closed forms on the market's bars and barriers table, at the simulator's IV,
+    # reproduce the simulator's true barrier gamma at every bar, sign changes included.
+    m = simulate("vanna_crash", days=4, seed=seed)
+    truth = m.dealer_gamma.to_pandas()["barrier_gex_usd"].to_numpy()
+    bars = m.bars.to_pandas()
+    positions = m.barriers.to_pandas()
+    assert list(positions["type"]) == ["down_in_put", "down_out_put"]
+    # the truth at bar k's open is the state after bar k - 1's close
+    iv_at_close = np.r_[m.flows.to_pandas()["iv_atm"].to_numpy()[1:], np.nan]
+    lines, events = barrier.barrier_book(positions, bars, iv=iv_at_close)
+    est = lines["barrier_gex"].to_numpy()[:-1]
+    np.testing.assert_allclose(est, truth[1:], rtol=1e-9, atol=1e-3)
+    sign = np.sign(truth)
+    assert sign[0] < 0 < sign[-1]
+    assert list(events["knocked"]) == [False, True]  # the knock-out was touched
+    knock = int(np.flatnonzero(bars["ts"] == events["knock_ts"].iloc[1])[0])
+    assert (lines["n_barrier_live"].iloc[knock:] == 1).all()
+    assert (np.sign(lines["barrier_gex"].iloc[knock:]) > 0).all()
+
+
+def test_barrier_items_are_checked() -> None:
+    from indicators.errors import ConfigError
+
+    item = {"type": "down_in_putt", "moneyness": 0.9, "barrier_moneyness": 0.8}
+    with pytest.raises(ConfigError, match="down_in_put"):
+        simulate("calm", days=1, seed=1, overrides={"options": {"barriers": [item]}})
+    item = {"type": "down_in_put", "moneyness": 0.9, "barrier_moneyness": 0.8,
+            "dealer_side": 2}
+    with pytest.raises(ConfigError, match="dealer_side"):
+        simulate("calm", days=1, seed=1, overrides={"options": {"barriers": [item]}})
