@@ -342,20 +342,32 @@ def barrier_book(positions: pd.DataFrame | Any, bars: pd.DataFrame, *,
     Formula:
         barrier_gex(t) = sum_live side_i N_i gamma_i(close_t, T_i(t)) close_t^2 0.01
     """
-    st = _track(positions, bars, iv, bar_freq_us)
+    st = _track(positions, bars, iv, bar_freq_us, values=False)
     n_bar = st.close.size
-    pos, bar, after, S, T, vol = st.pos, st.bar, st.after, st.S, st.T, st.vol
-    g, va = _pair_greeks(st, S, T, vol, at_close=True)
-    w = st.N[pos]
-    charm = -va * vol / (2.0 * T)
-    gex = np.bincount(bar, weights=w * g * S * S * 0.01, minlength=n_bar)
-    vanna = np.bincount(bar, weights=w * va * S * 0.01, minlength=n_bar)
-    charm_day = np.bincount(bar, weights=w * charm / 365.0, minlength=n_bar)
-    live = np.bincount(bar, minlength=n_bar).astype(np.int64)
-    # nearest untouched barrier below the close
-    below = ~after & (st.H[pos] < S)
+    gex = np.zeros(n_bar)
+    vanna = np.zeros(n_bar)
+    charm_day = np.zeros(n_bar)
     nearest = np.full(n_bar, -np.inf)
-    np.maximum.at(nearest, bar[below], st.H[pos[below]])
+    # chunks of pairs keep every temporary small (a year of a large book is tens of
+    # millions of position-bars)
+    for lo in range(0, st.pos.size, _CHUNK):
+        pos, bar = st.pos[lo:lo + _CHUNK], st.bar[lo:lo + _CHUNK]
+        after = st.after[lo:lo + _CHUNK]
+        S = st.close[bar]
+        T = (st.exp_us[pos] - st.close_us[bar]) / _US_PER_YEAR
+        own = st.own_iv[pos]
+        vol = np.where(np.isnan(own), st.iv_bar[bar], own)
+        g, va = _pair_greeks(st, S, T, vol, pos, after, at_close=True)
+        wS = st.N[pos] * S * 0.01
+        gex += np.bincount(bar, weights=wS * g * S, minlength=n_bar)
+        vanna += np.bincount(bar, weights=wS * va, minlength=n_bar)
+        charm_day += np.bincount(bar, weights=st.N[pos] * va * vol / (-730.0 * T),
+                                 minlength=n_bar)
+        # nearest untouched barrier below the close
+        Hp = st.H[pos]
+        below = ~after & (Hp < S)
+        np.maximum.at(nearest, bar[below], Hp[below])
+    live = np.bincount(st.bar, minlength=n_bar).astype(np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         dist = np.where(np.isfinite(nearest), st.close / nearest - 1.0, np.nan)
     lines = pd.DataFrame({"ts": pd.to_datetime(st.open_us, unit="us", utc=True),
@@ -393,11 +405,11 @@ class _Track:
     after: npt.NDArray[np.bool_]  # knocked in (a vanilla) at that bar
     S: FloatArray
     T: FloatArray
-    vol: FloatArray
+    vol: FloatArray  # S, T, vol per pair: empty when built with values=False
 
 
 def _track(positions: pd.DataFrame | Any, bars: pd.DataFrame, iv: npt.ArrayLike | float,
-           bar_freq_us: int | None) -> _Track:
+           bar_freq_us: int | None, values: bool = True) -> _Track:
     df = positions.to_pandas() if hasattr(positions, "to_pandas") else positions
     open_us = _us(bars["ts"], "bars", "ts")
     n_bar = open_us.size
@@ -432,9 +444,12 @@ def _track(positions: pd.DataFrame | Any, bars: pd.DataFrame, iv: npt.ArrayLike 
     # knock-outs leave the book at the touching bar
     alive = ~(~is_in[pos] & (bar >= knock[pos]))
     pos, bar = pos[alive], bar[alive]
-    S = close[bar]
-    T = (exp_us[pos] - close_us[bar]) / _US_PER_YEAR
-    vol = np.where(np.isnan(own_iv[pos]), iv_bar[bar], own_iv[pos])
+    if values:
+        S = close[bar]
+        T = (exp_us[pos] - close_us[bar]) / _US_PER_YEAR
+        vol = np.where(np.isnan(own_iv[pos]), iv_bar[bar], own_iv[pos])
+    else:  # the caller computes them chunk by chunk
+        S = T = vol = np.zeros(0)
     return _Track(open_us=open_us, close_us=close_us, close=close, code=code, K=K, H=H, N=N,
                   exp_us=exp_us, knock=knock, iv_bar=iv_bar, own_iv=own_iv, pos=pos, bar=bar,
                   after=bar >= knock[pos], S=S, T=T, vol=vol)
