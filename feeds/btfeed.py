@@ -19,9 +19,12 @@ Lines
 call_wall, put_wall, regime, flip_dist`` and the internal ``snap_idx``.
 ``GammaFeed`` adds (issue 4) ``liq_below, liq_below_usd, liq_above, liq_above_usd,
 basis_ann, basis_z, funding_ann`` and the internal ``liqmap_idx``; lines whose input
-is not given are NaN. ``snap_idx`` / ``liqmap_idx`` hold the index (as a float, -1 =
-none) of the per-strike snapshot / liquidation map in force; strategies read those
-through :meth:`GammaCoreFeed.strike_gex` and :meth:`GammaFeed.liq_map`.
+is not given are NaN; it also carries the second-order lines ``vanna_exp, charm_exp,
+atm_iv`` (from the summary's ``vanna, charm, atm_iv``) and ``barrier_gex,
+dist_to_barrier`` (per-bar barrier-book lines). ``snap_idx`` / ``liqmap_idx`` hold the
+index (as a float, -1 = none) of the per-strike snapshot / liquidation map in force;
+strategies read those through :meth:`GammaCoreFeed.strike_gex`,
+:meth:`GammaCoreFeed.strike_vanna` and :meth:`GammaFeed.liq_map`.
 
 Run modes
 ---------
