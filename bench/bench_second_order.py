@@ -13,7 +13,8 @@ Run: ``.venv/bin/python -m bench.bench_second_order`` (or ``make bench``).
    time, ~12 M position-bars), down-and-in / down-and-out puts and up-and-out calls with
    barriers 5-25% from spot, on a seeded random-walk path: ``indicators.barrier.
    barrier_book`` (knock tracking plus gamma, vanna and charm of every live position at
-   every bar). Target: at most 5 s.
+   every bar). Target: at most 5 s. Wall and CPU time are both reported: on a shared
+   machine the wall time includes waiting for a core.
 """
 
 from __future__ import annotations
@@ -81,15 +82,17 @@ def bench_barriers(n_pos: int = 10_000, n_bars: int = 8760, repeats: int = 3,
                    ) -> dict[str, Any]:
     positions, bars = barrier_market(n_pos, n_bars)
     iv = np.full(n_bars, 0.55)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lines, events = barrier_book(positions, bars, iv=iv)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"positions": n_pos, "bars": n_bars,
             "position_bars": int(lines["n_barrier_live"].sum()),
             "mean_live": float(lines["n_barrier_live"].mean()),
-            "knocked": int(events["knocked"].sum()), "barrier_book_s": min(times)}
+            "knocked": int(events["knocked"].sum()), "barrier_book_s": min(times),
+            "barrier_book_cpu_s": min(cpu)}
 
 
 def main(*, scale_snapshots: int = 8760, scale_options: int = 800,
@@ -105,7 +108,8 @@ def main(*, scale_snapshots: int = 8760, scale_options: int = 800,
         ("barrier book", f"{b['positions']} positions x {b['bars']} bars, "
                          f"{b['position_bars']:,} live position-bars "
                          f"({b['mean_live']:.0f} live on average), {b['knocked']} knocked"),
-        ("barrier_book", f"{b['barrier_book_s']:.2f} s (target <= 5 s)"),
+        ("barrier_book", f"{b['barrier_book_s']:.2f} s wall, {b['barrier_book_cpu_s']:.2f} s CPU "
+                         "(target <= 5 s)"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
