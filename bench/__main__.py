@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "study", "report")
+TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "study", "report",
+          "second_order")
 
 
 def main(argv: list[str]) -> int:

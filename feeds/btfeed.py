@@ -19,9 +19,12 @@ Lines
 call_wall, put_wall, regime, flip_dist`` and the internal ``snap_idx``.
 ``GammaFeed`` adds (issue 4) ``liq_below, liq_below_usd, liq_above, liq_above_usd,
 basis_ann, basis_z, funding_ann`` and the internal ``liqmap_idx``; lines whose input
-is not given are NaN. ``snap_idx`` / ``liqmap_idx`` hold the index (as a float, -1 =
-none) of the per-strike snapshot / liquidation map in force; strategies read those
-through :meth:`GammaCoreFeed.strike_gex` and :meth:`GammaFeed.liq_map`.
+is not given are NaN; it also carries the second-order lines ``vanna_exp, charm_exp,
+atm_iv`` (from the summary's ``vanna, charm, atm_iv``) and ``barrier_gex,
+dist_to_barrier`` (per-bar barrier-book lines). ``snap_idx`` / ``liqmap_idx`` hold the
+index (as a float, -1 = none) of the per-strike snapshot / liquidation map in force;
+strategies read those through :meth:`GammaCoreFeed.strike_gex`,
+:meth:`GammaCoreFeed.strike_vanna` and :meth:`GammaFeed.liq_map`.
 
 Run modes
 ---------
@@ -79,6 +82,10 @@ LINES_OHLCV = ("open", "high", "low", "close", "volume")
 LINES_GAMMA = ("gex", "gamma_flip", "call_wall", "put_wall", "regime", "flip_dist")
 LINES_LIQ = ("liq_below", "liq_below_usd", "liq_above", "liq_above_usd")
 LINES_BASIS = ("basis_ann", "basis_z", "funding_ann")
+LINES_SECOND = ("vanna_exp", "charm_exp", "atm_iv", "barrier_gex", "dist_to_barrier")
+#: summary column -> line, joined as of like the gamma lines (NaN when the column is absent)
+SUMMARY_SECOND = {"vanna": "vanna_exp", "charm": "charm_exp", "atm_iv": "atm_iv"}
+LINES_BARRIER = ("barrier_gex", "dist_to_barrier")
 SUMMARY_COLUMNS = ("gex", "gamma_flip", "call_wall", "put_wall", "regime")
 STALENESS_KEYS = ("summary", "strikes", *LINES_BASIS)
 DEFAULT_STALENESS = "26h"
@@ -348,6 +355,7 @@ def _per_bar(df: pd.DataFrame, source: str, open_us: IntArray
 def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | None = None,
                  extra: Frame | None = None, liq_lines: Frame | None = None,
                  liq_map: Frame | LiqMapSource | None = None,
+                 barrier_lines: Frame | None = None,
                  max_staleness: Staleness = DEFAULT_STALENESS,
                  bar_freq: Duration | None = None) -> FeedArrays:
     """Join all inputs point-in-time onto the bars, as arrays (no Backtrader involved).
@@ -359,8 +367,9 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
         strictly increasing ``ts``.
     summary
         ``indicators.gamma.summarize`` output: ``ts`` (snapshot time) and
-        ``gex, gamma_flip, call_wall, put_wall, regime`` (other columns ignored).
-        Row-wise as-of join: the latest snapshot with ``ts <= bar close`` and age
+        ``gex, gamma_flip, call_wall, put_wall, regime``; optional ``vanna``,
+        ``charm``, ``atm_iv`` feed the lines ``vanna_exp, charm_exp, atm_iv`` (NaN
+        when absent); other columns are ignored. Row-wise as-of join: the latest snapshot with ``ts <= bar close`` and age
         ``<= max_staleness['summary']``; its NaNs (e.g. no flip) stay NaN. Equal stamps:
         the last row wins.
     strikes
@@ -381,6 +390,10 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
         :class:`LiqMapSource` (``indicators.liquidation.LiqMap``), whose maps are built
         only when a strategy asks (a year of hourly full maps is large); its
         ``lines.ts`` must be the bars' ``ts`` (strictly increasing).
+    barrier_lines
+        Per-bar ``ts`` (the bars' own ``ts``) with any of ``barrier_gex,
+        dist_to_barrier`` (``indicators.barrier.barrier_book`` lines), already point in
+        time; bars without a row get NaN.
     max_staleness
         A duration (``"26h"``) for every source, or a mapping with keys among
         ``summary, strikes, basis_ann, basis_z, funding_ann, default``.
@@ -437,8 +450,11 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
         idx = asof_indices(close_us, epoch_us(s["ts"], source="summary"), stale["summary"])
         for name in SUMMARY_COLUMNS:
             lines[name] = asof_take(_floats(s, name, "summary"), idx)
+        for column, name in SUMMARY_SECOND.items():
+            lines[name] = (asof_take(_floats(s, column, "summary"), idx)
+                           if column in s.columns else nan)
     else:
-        lines.update({name: nan for name in SUMMARY_COLUMNS})
+        lines.update({name: nan for name in (*SUMMARY_COLUMNS, *SUMMARY_SECOND.values())})
     flip = lines["gamma_flip"]
     ok = np.isfinite(flip) & (flip > 0)
     lines["flip_dist"] = np.divide(lines["close"], flip, out=np.full(n, np.nan),
@@ -479,6 +495,18 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
         for name in LINES_LIQ:
             if name in ll.columns:
                 lines[name] = asof_take(_floats(ll, name, "liq_lines"), pos)
+    lines.update({name: nan for name in LINES_BARRIER})
+    if barrier_lines is not None:
+        bl = _frame(barrier_lines, "barrier_lines")
+        _require(bl, "barrier_lines", ("ts",))
+        if not any(c in bl.columns for c in LINES_BARRIER):
+            raise DataError("none of the barrier columns", source="barrier_lines",
+                            expected=f"ts plus any of {list(LINES_BARRIER)}",
+                            fix="pass the per-bar output of indicators.barrier.barrier_book")
+        pos, bl = _per_bar(bl, "barrier_lines", open_us)
+        for name in LINES_BARRIER:
+            if name in bl.columns:
+                lines[name] = asof_take(_floats(bl, name, "barrier_lines"), pos)
     lmap = None
     lines["liqmap_idx"] = np.full(n, -1.0)
     if liq_map is not None:
@@ -500,7 +528,7 @@ def _strike_snapshots(df: pd.DataFrame) -> Snapshots:
     order = np.lexsort((strike, us))
     stamps, offsets = group_offsets(us[order])
     cols = {"strike": strike[order]}
-    for name in ("gex_call", "gex_put", "gex_net"):
+    for name in ("gex_call", "gex_put", "gex_net", "vanna"):
         vals = _floats(df, name, "strikes") if name in df.columns else np.full(len(df), np.nan)
         cols[name] = vals[order]
     return Snapshots(_readonly(stamps), _readonly(offsets),
@@ -555,6 +583,7 @@ class StrikeProfile(NamedTuple):
     gex_call: FloatArray
     gex_put: FloatArray
     gex_net: FloatArray
+    vanna: FloatArray  # dealer vanna exposure, USD per +1 vol point (NaN if not given)
 
 
 class LiqLevels(NamedTuple):
@@ -617,6 +646,7 @@ class GammaCoreFeed(bt.feed.DataBase):
     def from_frames(cls, bars: Frame, *, summary: Frame | None = None,
                     strikes: Frame | None = None, extra: Frame | None = None,
                     liq_lines: Frame | None = None, liq_map: Frame | LiqMapSource | None = None,
+                    barrier_lines: Frame | None = None,
                     max_staleness: Staleness = DEFAULT_STALENESS, name: str | None = None,
                     bar_freq: Duration | None = None, **bt_params: Any) -> Self:
         """Build the feed from canonical bars and analytics frames.
@@ -636,7 +666,8 @@ class GammaCoreFeed(bt.feed.DataBase):
         """
         if not cls._issue4:
             given = [k for k, v in (("extra", extra), ("liq_lines", liq_lines),
-                                    ("liq_map", liq_map)) if v is not None]
+                                    ("liq_map", liq_map), ("barrier_lines", barrier_lines))
+                     if v is not None]
             if given:
                 raise ConfigError(f"{cls.__name__} has no lines for {given}",
                                   column=given[0], expected="only bars, summary, strikes",
@@ -651,6 +682,7 @@ class GammaCoreFeed(bt.feed.DataBase):
                                   fix="check the spelling")
         arrays = build_arrays(bars, summary=summary, strikes=strikes, extra=extra,
                               liq_lines=liq_lines, liq_map=liq_map,
+                              barrier_lines=barrier_lines,
                               max_staleness=max_staleness, bar_freq=bar_freq)
         timeframe, compression = _timeframe(arrays.bar_freq_us)
         params: dict[str, Any] = {"timeframe": timeframe, "compression": compression}
@@ -828,11 +860,17 @@ class GammaCoreFeed(bt.feed.DataBase):
         if snaps is None:
             empty = np.empty(0)
             empty.setflags(write=False)
-            return StrikeProfile(None, empty, empty, empty, empty)
+            return StrikeProfile(None, empty, empty, empty, empty, empty)
         rows = snaps.group(k)
         ts = pd.Timestamp(int(snaps.stamps_us[k]), unit="us", tz="UTC") if k >= 0 else None
         return StrikeProfile(ts, rows["strike"], rows["gex_call"], rows["gex_put"],
-                             rows["gex_net"])
+                             rows["gex_net"], rows["vanna"])
+
+    def strike_vanna(self, ago: int = 0) -> tuple[FloatArray, FloatArray]:
+        """Strikes and net dealer vanna exposure (USD of delta change per +1 vol point)
+        of the snapshot in force; empty when none, NaN when the input had no vanna."""
+        prof = self.strike_profile(ago)
+        return prof.strike, prof.vanna
 
 
 class GammaFeed(GammaCoreFeed):
@@ -846,13 +884,25 @@ class GammaFeed(GammaCoreFeed):
         Nearest short-liquidation cluster above the close.
     basis_ann, basis_z, funding_ann
         Annualized futures basis, its rolling z-score, perp funding APR (fractions).
+    vanna_exp
+        Dealer vanna exposure of the snapshot in force, USD of dealer delta change per
+        +1 vol point (positive: dealers sell when IV rises).
+    charm_exp
+        Dealer charm exposure, BTC of dealer delta change per day of time passing.
+    atm_iv
+        The chain's ATM implied volatility (fraction) of the snapshot in force.
+    barrier_gex
+        Dealer gamma of the barrier book at the close, USD per 1% move.
+    dist_to_barrier
+        ``close / H - 1`` for the nearest live barrier ``H`` below the close.
     liqmap_idx
         Internal: index of the liquidation map in force, -1 when none.
 
-    Each is NaN when its input was not given (or is stale, for basis/funding).
+    Each is NaN when its input was not given (or is stale, for basis/funding and the
+    snapshot lines).
     """
 
-    lines = (*LINES_LIQ, *LINES_BASIS, "liqmap_idx")
+    lines = (*LINES_LIQ, *LINES_BASIS, *LINES_SECOND, "liqmap_idx")
 
     _issue4 = True
 

@@ -12,6 +12,9 @@ PERP_OI     Perpetual open interest (BTC and/or USD) stamped at measurement time
 LIQUIDATIONS  Forced orders: ``side`` is the side of the *liquidated position*
             (``long`` is closed by a sell), ``price`` USD, ``size`` BTC.
 FUTURES     Dated futures prices: ``ts, expiry, price`` (one row per snapshot and expiry).
+BARRIERS    Barrier-option positions (structured notes): ``ts`` (when known), ``type``,
+            ``strike``, ``barrier``, ``expiry``, ``notional`` (BTC), ``dealer_side``
+            (+1 dealers long, -1 short), optional ``iv``.
 
 ``conform`` turns a pandas DataFrame into a validated table of one of these schemas;
 it is the only place where column presence, types, time zones and NaN rules are
@@ -122,6 +125,18 @@ FUTURES = Schema("futures", (
     Field("price", pa.float64(), positive=True, doc="USD"),
     Field("instrument", pa.string(), required=False, nullable=True, doc="e.g. 'BTC-25MAR22'"),
 ), sort_keys=("ts", "expiry"))
+
+BARRIERS = Schema("barriers", (
+    Field("ts", UTC_US, doc="when the position is known (usable from then on), UTC"),
+    Field("type", pa.string(), doc="e.g. 'down_in_put' (indicators.barrier.BARRIER_TYPES)"),
+    Field("strike", pa.float64(), positive=True, doc="USD"),
+    Field("barrier", pa.float64(), positive=True, doc="USD, continuously monitored"),
+    Field("expiry", UTC_US, doc="expiry time, UTC"),
+    Field("notional", pa.float64(), positive=True, doc="BTC of underlying"),
+    Field("dealer_side", pa.float64(), doc="+1 dealers long the option, -1 short"),
+    Field("iv", pa.float64(), required=False, nullable=True, positive=True,
+          doc="implied volatility as a fraction; NaN = the chain's ATM IV"),
+), sort_keys=("ts", "expiry", "strike"))
 
 
 def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa.Table:

@@ -114,8 +114,11 @@ Outputs (:class:`Market`)
 spot, each row's forward and ``dealer_position``), ``perp_oi``, ``funding``,
 ``liquidations`` (ground truth: ts of the step end, side, level, BTC), ``futures``
 (+ ``open_interest``), ``dealer_gamma`` (true ``dealer_gex_usd`` and ``net_gamma`` at
-every bar open, ``regime``, ``hedge_flow_btc``) and ``flows`` (every agent's flow per bar
-and the state: depth, basis book, IV, put demand). Bars, dealer gamma, futures and perp
+every bar open, ``regime``, ``hedge_flow_btc``, ``dealer_vanna_usd`` of the option book,
+``barrier_gex_usd`` of the barrier book), ``flows`` (every agent's flow per bar and the
+state: depth, basis book, IV, put demand) and, when the scenario has
+``[[options.barriers]]``, ``barriers`` (BARRIERS: the dealers' barrier positions,
+:mod:`feeds.sim.barriers`). Bars, dealer gamma, futures and perp
 OI are stamped at the bar open ``ts`` and describe that instant; a chain snapshot at
 ``ts`` describes the same instant, so ``dealer_gamma`` and the chain line up.
 

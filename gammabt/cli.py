@@ -200,6 +200,11 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
               help="Perp open-interest history -> liquidation map.")
 @click.option("--liquidations", type=IN_FILE,
               help="Observed liquidation events (Binance forceOrder layout).")
+@click.option("--barriers", type=IN_FILE,
+              help="Barrier-option book: ts, type, strike, barrier, expiry, notional, "
+                   "dealer_side[, iv] (CSV or Parquet).")
+@click.option("--barrier-flip/--no-barrier-flip", default=None,
+              help="Count the barrier book in gex, regime and the gamma flip. [default: yes]")
 @click.option("--config", "config_file", type=IN_FILE,
               help="A TOML run config; command-line options override it.")
 @click.option("--param", "params", multiple=True, metavar="K=V",

@@ -29,7 +29,7 @@ DEALERS = ("auto", "long_calls_short_puts", "short_calls_long_puts", "explicit")
 Instrument = Literal["spot", "perp"]
 INSTRUMENTS = ("spot", "perp")
 INPUTS = ("bars", "chain", "spot", "market", "funding", "futures", "perp", "oi",
-          "liquidations")
+          "liquidations", "barriers")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +53,8 @@ class RunConfig:
     perp: str | None = None
     oi: str | None = None
     liquidations: str | None = None
+    barriers: str | None = None  # barrier-option book (feeds.barriers.load_barriers)
+    barrier_flip: bool = True  # the barrier book counts in gex, regime and the gamma flip
     start: str | None = None
     end: str | None = None
     freq: str | None = None

@@ -18,6 +18,7 @@ import backtrader as bt
 import pandas as pd
 import pyarrow as pa
 
+from feeds.barriers import load_barriers
 from feeds.btfeed import build_arrays
 from feeds.derivs import (
     load_funding,
@@ -41,7 +42,7 @@ from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
 from gammabt.config import RunConfig, input_sha256
 from gammabt.report import account_metrics, compute_metrics
-from indicators import gamma
+from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
@@ -62,6 +63,7 @@ class MarketInputs:
     extra: pd.DataFrame | None = None
     liq_lines: pd.DataFrame | None = None
     liq_map: LiqMap | None = None
+    barrier_lines: pd.DataFrame | None = None  # per bar: barrier_gex, dist_to_barrier, ...
     perp: pd.DataFrame | None = None  # perpetual OHLCV on (a subset of) the bars' clock
     futures: pa.Table | None = None  # canonical FUTURES: one tradable leg per expiry
     funding: pa.Table | None = None  # canonical FUNDING: paid by perp positions
@@ -124,14 +126,15 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     hashes["strategy_source"] = strategy_source_sha256(config.strategy)
     notes: list[str] = []
     tables: dict[str, pa.Table | None] = dict.fromkeys(
-        ("chain", "funding", "futures", "perp", "oi", "liquidations"))
+        ("chain", "funding", "futures", "perp", "oi", "liquidations", "barriers"))
     if config.market is not None:
         from feeds.synthetic import load_market
 
         market = load_market(config.market)
         bars_table = market.bars
         tables.update(chain=market.chain, funding=market.funding, futures=market.futures,
-                      oi=market.perp_oi, liquidations=market.liquidations, perp=market.perp)
+                      oi=market.perp_oi, liquidations=market.liquidations, perp=market.perp,
+                      barriers=market.barriers)
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
     else:
         bars_table = load_bars(config.bars, freq=config.freq)
@@ -155,11 +158,31 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     if chain is not None:
         dealer = resolve_dealer(config.dealer, chain)
         summary = gamma.summarize(chain, dealer=dealer)
+        summary = summary.merge(gamma.atm_iv(chain), on="ts", how="left")
         strikes = gamma.strike_gex(chain, dealer=dealer)
         notes.append(f"{len(summary)} chain snapshots, dealer positioning: {dealer}, spot source: "
                      f"{', '.join(sorted(summary['spot_source'].unique()))}")
     else:
         notes.append("no option chain given: gamma lines are NaN")
+    barrier_lines = None
+    if config.barriers is not None:
+        tables["barriers"] = load_barriers(config.barriers)
+    if tables["barriers"] is not None and tables["barriers"].num_rows:
+        positions = tables["barriers"]
+        iv_bar = _atm_iv_per_bar(bars, summary)
+        barrier_lines, events = barrier.barrier_book(positions, bars, iv=iv_bar)
+        notes.append(f"barrier book ({'--barriers' if config.barriers else 'simulated'}): "
+                     f"{len(positions)} positions, {int(events['knocked'].sum())} "
+                     "knocked in/out within the bars (knocks before the first bar are not "
+                     "seen); IV: " + ("the chain's ATM IV as of each bar"
+                                      if summary is not None else "0.5 where a position has none"))
+        if summary is not None and chain is not None:
+            summary = barrier.summary_with_book(summary, chain, positions, bars,
+                                                dealer=resolve_dealer(config.dealer, chain),
+                                                iv=iv_bar, include=config.barrier_flip)
+            notes.append("barrier book " + ("included in gex, regime and the gamma flip"
+                                            if config.barrier_flip else
+                                            "reported beside the options (not in the flip)"))
     extra = basis_funding_lines(bars, futures=tables["futures"], funding=tables["funding"],
                                 zscore_window=config.zscore_window)
     liq_map = None
@@ -173,8 +196,19 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     perp = None if tables["perp"] is None else _clip(tables["perp"].to_pandas(), config)
     return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
                         liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
+                        barrier_lines=barrier_lines,
                         perp=perp, futures=tables["futures"], funding=tables["funding"],
                         input_hashes=hashes, notes=tuple(notes))
+
+
+def _atm_iv_per_bar(bars: pd.DataFrame, summary: pd.DataFrame | None) -> Any:
+    """The chain's ATM IV as of each bar close (NaN before the first snapshot), else NaN."""
+    if summary is None or "atm_iv" not in summary.columns:
+        return float("nan")
+    close = pd.DataFrame({"ts": bars["ts"] + bar_freq(bars)})
+    snaps = summary[["ts", "atm_iv"]].dropna().sort_values("ts")
+    joined = pd.merge_asof(close, snaps, on="ts", direction="backward")
+    return joined["atm_iv"].to_numpy(dtype=float)
 
 
 def resolve_dealer(dealer: str, chain: pa.Table) -> str:
@@ -242,7 +276,8 @@ def build_legs(config: RunConfig, inputs: MarketInputs) -> list[InstrumentFeed]:
     """
     arrays = build_arrays(inputs.bars, summary=inputs.summary, strikes=inputs.strikes,
                           extra=inputs.extra, liq_lines=inputs.liq_lines,
-                          liq_map=inputs.liq_map, max_staleness=config.max_staleness)
+                          liq_map=inputs.liq_map, barrier_lines=inputs.barrier_lines,
+                          max_staleness=config.max_staleness)
     feeds = {"spot": leg_feed(arrays, Leg("spot", "spot"))}
     if inputs.perp is not None:
         lines = bar_leg_lines(arrays, inputs.perp)

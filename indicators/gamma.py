@@ -25,8 +25,10 @@ Formula:
     d1      = (ln(F/K) + iv^2 T / 2) / (iv sqrt(T)),   d2 = d1 - iv sqrt(T)
     gamma   = pdf(d1) / (F iv sqrt(T))                           [1 / USD]
     vanna   = d delta / d iv = -pdf(d1) d2 / iv                   [per 1.00 of iv]
+    charm   = d delta / dt = pdf(d1) d2 / (2 T)                   [per year passing]
     gex_i   = sign_i OI_i m_i gamma_i F_i^2 0.01                  [USD per 1% move]
     vanna_i = sign_i OI_i m_i vanna_i F_i 0.01                    [USD per +1 vol point]
+    charm_i = sign_i OI_i m_i charm_i / 365                       [BTC per day passing]
     profile(x) = sum_i sign_i OI_i m_i gamma_i(x F_i) (x F_i)^2 0.01,   x = S'/S
 """
 
@@ -44,15 +46,24 @@ from indicators.errors import ConfigError, DataError
 
 __all__ = [
     "Dealer",
+    "Exposure",
+    "atm_iv",
+    "bs_charm",
+    "bs_delta",
     "bs_gamma",
     "bs_vanna",
+    "exposure_profile",
     "gex_profile",
+    "gex_profile_at",
+    "row_charm",
     "row_gex",
+    "row_vanna",
     "strike_gex",
     "summarize",
 ]
 
 Dealer = Literal["long_calls_short_puts", "short_calls_long_puts", "explicit"]
+Exposure = Literal["gex", "vanna", "charm"]
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
 
@@ -155,6 +166,64 @@ def bs_vanna(F: ArrayLike, K: ArrayLike, T: ArrayLike, iv: ArrayLike) -> FloatAr
     return np.where(bad, np.nan, out)
 
 
+def bs_delta(F: ArrayLike, K: ArrayLike, T: ArrayLike, iv: ArrayLike,
+             is_call: ArrayLike = True) -> FloatArray:
+    """Black-Scholes delta on the forward (r = q = 0), per 1 USD move of the forward.
+
+    Parameters
+    ----------
+    F, K, T, iv : array_like
+        As in :func:`bs_gamma`.
+    is_call : array_like of bool
+        True for calls, False for puts (broadcast with the other inputs).
+
+    Returns
+    -------
+    numpy.ndarray
+        Delta (calls in [0, 1], puts in [-1, 0]), float64; NaN where the inputs are not
+        finite and strictly positive.
+
+    Formula:
+        delta_call = N(d1);  delta_put = N(d1) - 1
+    """
+    from scipy.special import ndtr
+
+    F, K, T, iv = (np.asarray(a, dtype=np.float64) for a in (F, K, T, iv))
+    bad = _invalid_greek_inputs(F, K, T, iv)
+    with np.errstate(all="ignore"):
+        d1, _ = _d1(F, K, T, iv)
+        out = ndtr(d1) - np.where(np.asarray(is_call, dtype=bool), 0.0, 1.0)
+    return np.where(bad, np.nan, out)
+
+
+def bs_charm(F: ArrayLike, K: ArrayLike, T: ArrayLike, iv: ArrayLike) -> FloatArray:
+    """Black-Scholes charm on the forward (r = q = 0), same for calls and puts.
+
+    Charm is the change of delta as calendar time passes (time to expiry shrinks),
+    with the forward and the implied volatility held fixed.
+
+    Parameters
+    ----------
+    F, K, T, iv : array_like
+        As in :func:`bs_gamma`.
+
+    Returns
+    -------
+    numpy.ndarray
+        d(delta)/dt per year of time passing (divide by 365 for one day), float64; NaN
+        where the inputs are not finite and strictly positive.
+
+    Formula:
+        charm = -d delta / dT = pdf(d1) d2 / (2 T),  d2 = d1 - iv sqrt(T)
+    """
+    F, K, T, iv = (np.asarray(a, dtype=np.float64) for a in (F, K, T, iv))
+    bad = _invalid_greek_inputs(F, K, T, iv)
+    with np.errstate(all="ignore"):
+        d1, s = _d1(F, K, T, iv)
+        out = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1) * (d1 - s) / (2.0 * T)
+    return np.where(bad, np.nan, out)
+
+
 # ---------------------------------------------------------------------------------------
 # Input preparation
 
@@ -196,9 +265,13 @@ class _Rows:
     is_call: npt.NDArray[np.bool_]
     gex: FloatArray
     vanna: FloatArray
+    charm: FloatArray
     a: FloatArray
     d: FloatArray
     k: FloatArray
+    s: FloatArray  # iv sqrt(T)
+    vanna_coef: FloatArray  # vanna_i(x) = vanna_coef x pdf(d1(x)) (d1(x) - s)
+    charm_coef: FloatArray  # charm_i(x) = charm_coef pdf(d1(x)) (d1(x) - s)
 
 
 @dataclass(frozen=True)
@@ -379,7 +452,7 @@ def _blocks(inp: _Inputs) -> list[tuple[int, int]]:
     return out
 
 
-def _block(inp: _Inputs, s0: int, s1: int) -> _Block:
+def _block(inp: _Inputs, s0: int, s1: int, second_order: bool = True) -> _Block:
     """Per-row terms of the valid rows of snapshots [s0, s1), and their reference spots."""
     lo, hi = int(inp.bounds[s0]), int(inp.bounds[s1])
     sel: slice | npt.NDArray[np.intp] = slice(lo, hi) if inp.order is None else inp.order[lo:hi]
@@ -414,10 +487,17 @@ def _block(inp: _Inputs, s0: int, s1: int) -> _Block:
     d1, s = _d1(F, K, T, iv)
     pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
     base = 0.01 * w * F / s  # gex = base * pdf(d1) = w gamma F^2 0.01
+    if second_order:
+        vanna_coef = -0.01 * w * F / iv
+        charm_coef = w / (730.0 * T)  # pdf d2 / (2 T) per year, / 365 per day
+        pdf_d2 = pdf * (d1 - s)
+    else:  # callers that read neither vanna nor charm
+        vanna_coef = charm_coef = pdf_d2 = np.zeros_like(w)
     pos = lo + keep if inp.order is None else inp.order[lo:hi][keep]
     rows = _Rows(snap=snap_all[keep], pos=pos, strike=K, is_call=is_call[keep],
-                 gex=base * pdf, vanna=-0.01 * w * F * pdf * (d1 - s) / iv,
-                 a=base * _INV_SQRT_2PI, d=d1 / np.sqrt(2.0), k=1.0 / (np.sqrt(2.0) * s))
+                 gex=base * pdf, vanna=vanna_coef * pdf_d2, charm=charm_coef * pdf_d2,
+                 a=base * _INV_SQRT_2PI, d=d1 / np.sqrt(2.0), k=1.0 / (np.sqrt(2.0) * s),
+                 s=s, vanna_coef=vanna_coef, charm_coef=charm_coef)
     return _Block(n_snap=nb, spot=spot, spot_is_index=spot_is_index, rows=rows)
 
 
@@ -456,30 +536,66 @@ def row_gex(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts")
     Formula:
         gex_i = sign_i * gamma_i * OI_i * multiplier_i * F_i^2 * 0.01
     """
+    return _row_values(chain, dealer, "gex")
+
+
+def _row_values(chain: pd.DataFrame | Any, dealer: str, field: str) -> FloatArray:
     inp = _prepare(chain, dealer)
     out = np.zeros(inp.n_rows)
     for s0, s1 in _blocks(inp):
         rows = _block(inp, s0, s1).rows
-        out[rows.pos] = rows.gex
+        out[rows.pos] = getattr(rows, field)
     return out
 
 
-def _strike_cells(r: _Rows) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray,
-                                     FloatArray]:
-    """Per-(snapshot, strike) call and put GEX summed over expiries.
+def row_vanna(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts",
+              ) -> FloatArray:
+    """Dealer vanna exposure of every row, USD of dealer delta change per +1 vol point.
 
-    Returns ``(snapshot id, strike, gex_call, gex_put)`` per cell, sorted by (snapshot,
-    strike); only cells with at least one valid row.
+    Parameters and row dropping as in :func:`row_gex` (dropped rows give 0). Positive:
+    a rise of implied volatility makes dealers longer delta, so they sell to re-hedge.
+
+    Formula:
+        vanna_i = sign_i * (-pdf(d1_i) d2_i / iv_i) * OI_i * multiplier_i * F_i * 0.01
+    """
+    return _row_values(chain, dealer, "vanna")
+
+
+def row_charm(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts",
+              ) -> FloatArray:
+    """Dealer charm exposure of every row, BTC of dealer delta change per day passing.
+
+    Parameters and row dropping as in :func:`row_gex` (dropped rows give 0). Positive:
+    as a day passes (spot and IV unchanged) dealers get longer delta and sell to hedge.
+
+    Formula:
+        charm_i = sign_i * (pdf(d1_i) d2_i / (2 T_i)) * OI_i * multiplier_i / 365
+    """
+    return _row_values(chain, dealer, "charm")
+
+
+def _strike_cells(r: _Rows, second_order: bool = False,
+                  ) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray, FloatArray,
+                             FloatArray, FloatArray]:
+    """Per-(snapshot, strike) call and put GEX (and, with ``second_order``, net vanna and
+    charm) summed over expiries.
+
+    Returns ``(snapshot id, strike, gex_call, gex_put, vanna, charm)`` per cell, sorted
+    by (snapshot, strike); only cells with at least one valid row. ``vanna`` and
+    ``charm`` are empty unless ``second_order``.
     """
     order = _grouped_order(r.snap, r.strike)
     snap, strike = r.snap[order], r.strike[order]
+    empty = np.zeros(0)
     if snap.size == 0:
-        return snap, strike, np.zeros(0), np.zeros(0)
+        return snap, strike, empty, empty, empty, empty
     starts = np.flatnonzero(np.r_[True, (snap[1:] != snap[:-1]) | (strike[1:] != strike[:-1])])
     g, c = r.gex[order], r.is_call[order]
     call = np.add.reduceat(np.where(c, g, 0.0), starts)
     put = np.add.reduceat(np.where(c, 0.0, g), starts)
-    return snap[starts], strike[starts], call, put
+    vanna = np.add.reduceat(r.vanna[order], starts) if second_order else empty
+    charm = np.add.reduceat(r.charm[order], starts) if second_order else empty
+    return snap[starts], strike[starts], call, put, vanna, charm
 
 
 def _walls(cell_snap: npt.NDArray[np.intp], cell_strike: FloatArray, value: FloatArray,
@@ -518,17 +634,23 @@ def strike_gex(chain: pd.DataFrame | Any,
     -------
     pandas.DataFrame
         Columns ``ts`` (datetime64[us, UTC]), ``strike`` (USD), ``gex_call``,
-        ``gex_put``, ``gex_net`` (= call + put), sorted by (ts, strike). A strike
-        appears when at least one of its rows enters the sums; an empty chain (or one
-        where every row is dropped) gives an empty frame with these columns.
+        ``gex_put``, ``gex_net`` (= call + put), ``vanna`` (net dealer vanna exposure,
+        USD of delta change per +1 vol point), ``charm`` (net dealer charm exposure,
+        BTC of delta change per day), sorted by (ts, strike). A strike appears when at
+        least one of its rows enters the sums; an empty chain (or one where every row
+        is dropped) gives an empty frame with these columns.
+
+    Formula:
+        gex_net(K) = sum over expiries of gex_i at strike K; same for vanna_i, charm_i
     """
     inp = _prepare(chain, dealer)
-    parts: list[tuple[npt.NDArray[np.intp], FloatArray, FloatArray, FloatArray]] = [
-        (np.zeros(0, np.intp), np.zeros(0), np.zeros(0), np.zeros(0))]
+    empty = np.zeros(0)
+    parts: list[tuple[Any, ...]] = [(np.zeros(0, np.intp), empty, empty, empty, empty, empty)]
     for s0, s1 in _blocks(inp):
-        snap, strike, call, put = _strike_cells(_block(inp, s0, s1).rows)
-        parts.append((snap + s0, strike, call, put))
-    snap, strike, call, put = (np.concatenate(p) for p in zip(*parts, strict=True))
+        snap, *rest = _strike_cells(_block(inp, s0, s1).rows, second_order=True)
+        parts.append((snap + s0, *rest))
+    snap, strike, call, put, vanna, charm = (np.concatenate(p)
+                                             for p in zip(*parts, strict=True))
     out = pd.DataFrame({
         "ts": _ts_index(inp.ts_us[snap]),
         "strike": strike,
@@ -536,6 +658,8 @@ def strike_gex(chain: pd.DataFrame | Any,
         "gex_put": put,
     })
     out["gex_net"] = out["gex_call"] + out["gex_put"]
+    out["vanna"] = vanna
+    out["charm"] = charm
     return out
 
 
@@ -950,13 +1074,177 @@ def gex_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_pu
     })
 
 
+def exposure_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts",
+                     *, kind: Exposure = "vanna", levels: ArrayLike | None = None,
+                     ) -> pd.DataFrame:
+    """Net dealer GEX, vanna or charm exposure over hypothetical spots (sticky strike).
+
+    Parameters
+    ----------
+    chain : pandas.DataFrame or pyarrow.Table
+        Canonical CHAIN columns (see :func:`row_gex`).
+    dealer : {"long_calls_short_puts", "short_calls_long_puts", "explicit"}
+        Dealer positioning convention.
+    kind : {"gex", "vanna", "charm"}
+        ``gex`` in USD per 1% move (same as :func:`gex_profile`), ``vanna`` in USD of
+        dealer delta change per +1 vol point, ``charm`` in BTC of dealer delta change
+        per day.
+    levels : array_like, optional
+        Relative spots ``x = S'/S`` (default: 201 points over [0.5, 1.5]).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long format, one row per (snapshot, level): ``ts``, ``spot``, ``rel``,
+        ``level`` (USD) and a column named after ``kind``. Snapshots without a valid
+        row give 0.
+
+    Formula:
+        d1_i(x) = d1_i + ln(x) / (iv_i sqrt(T_i)),  d2_i(x) = d1_i(x) - iv_i sqrt(T_i)
+        vanna(x) = sum_i -sign_i OI_i m_i pdf(d1_i(x)) d2_i(x) / iv_i (x F_i) 0.01
+        charm(x) = sum_i sign_i OI_i m_i pdf(d1_i(x)) d2_i(x) / (2 T_i) / 365
+    """
+    options = get_args(Exposure)
+    if kind not in options:
+        hint = difflib.get_close_matches(str(kind), options, n=1)
+        raise ConfigError(f"unknown exposure kind {kind!r}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                          column="kind", expected=f"one of {list(options)}",
+                          fix="pass kind='vanna'")
+    if kind == "gex":
+        return gex_profile(chain, dealer, levels=levels)
+    rel = (np.linspace(0.5, 1.5, 201) if levels is None
+           else np.asarray(levels, dtype=np.float64).ravel())
+    if rel.size and not (np.all(np.isfinite(rel)) and np.all(rel > 0)):
+        raise ConfigError("levels must be finite and > 0", column="levels",
+                          expected="relative spots S'/S, e.g. numpy.linspace(0.5, 1.5, 201)",
+                          fix="pass positive relative levels")
+    inp = _prepare(chain, dealer)
+    n_snap = inp.ts_us.size
+    prof = np.zeros((n_snap, rel.size))
+    spot = np.zeros(n_snap)
+    u = np.log(rel)
+    step = max(1, _CHUNK_ELEMENTS // max(1, rel.size))
+    for s0, s1 in _blocks(inp):
+        blk = _block(inp, s0, s1)
+        spot[s0:s1] = blk.spot
+        r = blk.rows
+        coef = r.vanna_coef if kind == "vanna" else r.charm_coef
+        d1 = r.d * np.sqrt(2.0)
+        for lo in range(0, r.snap.size, step):
+            hi = min(r.snap.size, lo + step)
+            d1x = d1[lo:hi, None] + u[None, :] / r.s[lo:hi, None]
+            contrib = (coef[lo:hi, None] * _INV_SQRT_2PI * np.exp(-0.5 * d1x * d1x)
+                       * (d1x - r.s[lo:hi, None]))
+            ids, starts, _ = _segments(r.snap[lo:hi])
+            prof[s0 + ids] += np.add.reduceat(contrib, starts, axis=0)
+    if kind == "vanna":
+        prof *= rel[None, :]
+    snap_rep = np.repeat(np.arange(n_snap), rel.size)
+    return pd.DataFrame({
+        "ts": _ts_index(inp.ts_us[snap_rep]),
+        "spot": spot[snap_rep],
+        "rel": np.tile(rel, n_snap),
+        "level": spot[snap_rep] * np.tile(rel, n_snap),
+        kind: prof.ravel(),
+    })
+
+
+def gex_profile_at(chain: pd.DataFrame | Any, rel: ArrayLike,
+                   dealer: Dealer = "long_calls_short_puts") -> tuple[FloatArray, FloatArray]:
+    """Net dealer GEX of each snapshot at its own relative spots, float64.
+
+    Parameters
+    ----------
+    chain : pandas.DataFrame or pyarrow.Table
+        Canonical CHAIN columns.
+    rel : array_like
+        (n_snapshots, m) relative spots ``x = S'/S``, one row per snapshot in ``ts``
+        order (as in :func:`summarize`).
+    dealer
+        Dealer positioning convention.
+
+    Returns
+    -------
+    (values, spot)
+        ``values`` (n_snapshots, m): GEX at ``x * spot`` in USD per 1% move (the same
+        sticky-strike profile as :func:`gex_profile`); ``spot``: reference spots.
+    """
+    inp = _prepare(chain, dealer)
+    n_snap = inp.ts_us.size
+    x = np.asarray(rel, dtype=np.float64).reshape(n_snap, -1)
+    out = np.zeros_like(x)
+    spot = np.zeros(n_snap)
+    for s0, s1 in _blocks(inp):
+        blk = _block(inp, s0, s1)
+        spot[s0:s1] = blk.spot
+        r = blk.rows
+        seg_counts = np.bincount(r.snap, minlength=blk.n_snap)
+        seg_starts = np.cumsum(seg_counts) - seg_counts
+        snaps = np.repeat(np.arange(blk.n_snap), x.shape[1])
+        vals = _exact_points(r, seg_starts, seg_counts, snaps, np.log(x[s0:s1]).ravel())
+        out[s0:s1] = vals.reshape(blk.n_snap, -1) * x[s0:s1]
+    return out, spot
+
+
+def atm_iv(chain: pd.DataFrame | Any, tenor_days: float = 30.0) -> pd.DataFrame:
+    """At-the-money implied volatility per snapshot, from the expiry nearest a tenor.
+
+    Parameters
+    ----------
+    chain : pandas.DataFrame or pyarrow.Table
+        Canonical CHAIN columns.
+    tenor_days : float
+        Target time to expiry (default 30 days); the listed expiry nearest to it is
+        used (ties: the shorter one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ts`` (sorted, one row per snapshot) and ``atm_iv`` (fraction): the mean IV of
+        that expiry's rows whose strike is nearest to their forward (both the call and
+        the put when quoted). NaN when the snapshot has no quoted, unexpired row.
+
+    Formula:
+        e* = argmin_e |T_e - tenor|;  atm_iv = mean iv_i over rows of e* with minimal
+        |ln(K_i / F_i)|
+    """
+    inp = _prepare(chain, "long_calls_short_puts")
+    n_snap = inp.ts_us.size
+    out = np.full(n_snap, np.nan)
+    sel = slice(None) if inp.order is None else inp.order
+    row_ts = inp.row_ts_us[sel]
+    T = (inp.expiry_us[sel] - row_ts) / _US_PER_YEAR
+    iv, F, K = inp.iv[sel], inp.forward[sel], inp.strike[sel]
+    snap = np.repeat(np.arange(n_snap), np.diff(inp.bounds))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = (T > 0) & (iv > 0) & (F > 0) & (K > 0) & np.isfinite(F) & np.isfinite(K)
+        m = np.abs(np.log(K / F))
+    i = np.flatnonzero(ok)
+    if i.size:
+        snap, T, iv, m = snap[i], T[i], iv[i], m[i]
+        gap = np.abs(T - tenor_days / 365.0)
+        # per snapshot: nearest expiry (ties -> shorter), then the strikes nearest spot
+        order = np.lexsort((m, T, gap, snap))
+        snap, T, iv, m, gap = snap[order], T[order], iv[order], m[order], gap[order]
+        first = np.r_[True, snap[1:] != snap[:-1]]
+        lead = np.flatnonzero(first)
+        owner = np.cumsum(first) - 1
+        best = (T == T[lead][owner]) & (m <= m[lead][owner] * (1 + 1e-12))
+        sums = np.bincount(snap[best], weights=iv[best], minlength=n_snap)
+        counts = np.bincount(snap[best], minlength=n_snap)
+        have = counts > 0
+        out[have] = sums[have] / counts[have]
+    return pd.DataFrame({"ts": _ts_index(inp.ts_us), "atm_iv": out})
+
+
 # ---------------------------------------------------------------------------------------
 # Summary per snapshot
 
 
 def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts", *,
               span: tuple[float, float] = (0.5, 1.5), grid_step: float = 0.005,
-              flip_tol: float = 2.5e-4) -> pd.DataFrame:
+              flip_tol: float = 2.5e-4, second_order: bool = True) -> pd.DataFrame:
     """Dealer gamma summary, one row per snapshot ``ts`` (sorted), vectorized.
 
     Parameters
@@ -974,6 +1262,9 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
     flip_tol : float
         Bisection stops once the bracket is narrower than ``flip_tol * spot`` (at most
         5e-4, i.e. 0.05%); the flip is then interpolated linearly inside the bracket.
+    second_order : bool
+        False skips vanna and charm (their columns are NaN), for callers that only need
+        the gamma columns.
 
     Returns
     -------
@@ -995,7 +1286,10 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
         - ``regime``: int8, +1 when net GEX at spot > 0 (dealers long gamma), -1 when
           < 0, 0 when exactly 0 (including snapshots with no valid row).
         - ``vanna``: dealer vanna exposure, USD of dealer delta change per +1 vol
-          point rise of every IV (``sum sign OI m vanna F 0.01``).
+          point rise of every IV (``sum sign OI m vanna F 0.01``); positive: dealers
+          sell to re-hedge when IV rises.
+        - ``charm``: dealer charm exposure, BTC of dealer delta change per day of time
+          passing (``sum sign OI m charm / 365``); positive: dealers sell as time passes.
         - ``n_contracts``: rows that entered the sums (after dropping expired,
           zero-OI and unquoted rows).
 
@@ -1027,11 +1321,11 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
     n_snap = inp.ts_us.size
     cols = {name: np.zeros(n_snap) for name in ("spot", "gex", "gex_call", "gex_put",
                                                 "gamma_flip", "call_wall", "put_wall",
-                                                "vanna")}
+                                                "vanna", "charm")}
     from_index = np.zeros(n_snap, dtype=bool)
     n_contracts = np.zeros(n_snap, dtype=np.int64)
     for s0, s1 in _blocks(inp):
-        blk = _block(inp, s0, s1)
+        blk = _block(inp, s0, s1, second_order)
         r, nb = blk.rows, blk.n_snap
         cols["spot"][s0:s1] = blk.spot
         from_index[s0:s1] = blk.spot_is_index
@@ -1041,11 +1335,15 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
                                              minlength=nb)
         cols["gex"][s0:s1] = np.bincount(r.snap, weights=r.gex, minlength=nb)
         cols["vanna"][s0:s1] = np.bincount(r.snap, weights=r.vanna, minlength=nb)
+        cols["charm"][s0:s1] = np.bincount(r.snap, weights=r.charm, minlength=nb)
         n_contracts[s0:s1] = np.bincount(r.snap, minlength=nb)
-        cell_snap, cell_strike, cell_call, cell_put = _strike_cells(r)
+        cell_snap, cell_strike, cell_call, cell_put, _, _ = _strike_cells(r)
         cols["call_wall"][s0:s1] = _walls(cell_snap, cell_strike, cell_call, nb, largest=True)
         cols["put_wall"][s0:s1] = _walls(cell_snap, cell_strike, cell_put, nb, largest=False)
         cols["gamma_flip"][s0:s1] = _flip(r, nb, span, grid_step, flip_tol) * blk.spot
+    if not second_order:
+        cols["vanna"][:] = np.nan
+        cols["charm"][:] = np.nan
     return pd.DataFrame({
         "ts": _ts_index(inp.ts_us),
         "spot": cols["spot"],
@@ -1059,5 +1357,6 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
         "put_wall": cols["put_wall"],
         "regime": np.sign(cols["gex"]).astype(np.int8),
         "vanna": cols["vanna"],
+        "charm": cols["charm"],
         "n_contracts": n_contracts,
     })

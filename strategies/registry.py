@@ -34,6 +34,7 @@ from strategies.params import (
     range_problems,
     strategy_params,
 )
+from strategies.vol_shock import VolShock
 
 __all__ = ["STRATEGIES", "check_params", "get_strategy", "strategy_params",
            "strategy_source_sha256"]
@@ -44,6 +45,7 @@ STRATEGIES: dict[str, type[bt.Strategy]] = {
     "basis_dislocation": BasisDislocation,
     "liquidation_cascade": LiquidationCascade,
     "funding_carry": FundingCarry,
+    "vol_shock": VolShock,
 }
 
 

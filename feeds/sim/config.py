@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from indicators.barrier import BARRIER_TYPES
 from indicators.errors import ConfigError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -37,10 +38,15 @@ ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
         "leverage": [], "leverage_weights": [], "day": 0.0,
     },
     "etf.shocks": {"day": None, "days": 1.0, "usd_day": 0.0},
+    "options.barriers": {
+        "type": "down_in_put", "moneyness": None, "barrier_moneyness": None,
+        "notional_btc": 1000.0, "dealer_side": 1, "days": 30.0, "day": 0.0,
+    },
 }
 
 #: Value constraints checked after merging: key -> (predicate, description).
-_CHOICES: dict[str, tuple[str, ...]] = {"right": ("C", "P"), "side": ("long", "short")}
+_CHOICES: dict[str, tuple[str, ...]] = {"right": ("C", "P"), "side": ("long", "short"),
+                                        "type": BARRIER_TYPES}
 
 
 def list_scenarios() -> list[str]:
@@ -311,6 +317,14 @@ def _validate(p: dict[str, Any], source: str) -> None:
              "0 < entry_lo <= entry_hi", "swap or fix the bounds")
         need(st["day"] >= 0, f"perps.stacks[{i}].day", ">= 0",
              "use 0 (open at the start) or the day the positions open")
+    for i, it in enumerate(o["barriers"]):
+        where = f"options.barriers[{i}]"
+        need(it["dealer_side"] in (-1, 1), f"{where}.dealer_side", "+1 or -1",
+             "+1: dealers long the option, -1: short")
+        need(it["moneyness"] > 0 and it["barrier_moneyness"] > 0, f"{where}.moneyness",
+             "strike and barrier as positive fractions of spot", "e.g. 0.95 and 0.85")
+        need(it["days"] > 0 and it["notional_btc"] > 0 and it["day"] >= 0, f"{where}.days",
+             "days > 0, notional_btc > 0, day >= 0", "fix the item")
     for i, cl in enumerate(o["clusters"]):
         need(cl["dealer_sign"] in (-1, 1), f"options.clusters[{i}].dealer_sign", "+1 or -1",
              "use 1 (dealers long) or -1 (dealers short)")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
+from feeds.sim.barriers import BarrierBook
 from feeds.sim.calendar import US_PER_DAY, US_PER_YEAR, listed_expiries, to_us
 from feeds.sim.options import OptionBook
 from feeds.sim.perps import LeverageBook
@@ -96,6 +97,8 @@ class Raw:
     snaps: list[tuple[Any, ...]] = field(default_factory=list)
     expiry_names: list[str] = field(default_factory=list)
     etf_daily_usd: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    barriers: list[tuple[int, str, float, float, int, float, float]] = field(
+        default_factory=list)  # every barrier position added: ts, type, K, H, expiry, N, side
 
 
 def _std_t(rng: np.random.Generator, df: float, n: int) -> np.ndarray:
@@ -192,6 +195,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     stacks_at: dict[int, list[dict[str, Any]]] = {}
     for st in pp["stacks"]:
         stacks_at.setdefault(step_of(st["day"]), []).append(st)
+    barriers_at: dict[int, list[dict[str, Any]]] = {}
+    for it in op["barriers"]:
+        barriers_at.setdefault(step_of(it["day"]), []).append(it)
 
     # ---- agents
     S = p["sim"]["spot0"]
@@ -202,6 +208,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     book.relax(t0, S, iv_base, 1.0, 1.0)            # warm background book at its target
     for cl in clusters_at.pop(0, []):
         book.add_cluster(t0, S, cl)
+    bbook = BarrierBook()
+    for it in barriers_at.pop(0, []):
+        bbook.add(t0, S, it)
     lev = LeverageBook(S, pp["level_step"], pp["mmr"])
     lev.set_mix(np.asarray(pp["leverage"]), np.asarray(pp["leverage_weights"]))
     lev_mix = np.asarray(pp["leverage"], np.float64)
@@ -225,6 +234,10 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     lev.resync()
 
     hedge = bool(dl["hedge"])
+    # vanna_hedge = false: the part of a delta change caused by implied volatility moving
+    # is never traded (dealers re-base their delta silently); every other change is
+    # hedged as usual. Ablation of the vanna flow.
+    vanna_hedge = bool(dl["vanna_hedge"])
     m_min = 1.0 / dl["max_amplification"]
     L0 = mk["depth_btc"]
     health = 1.0
@@ -249,6 +262,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     dd_hist = np.full(n // book_every + 2, S)
     dd_n = 1
     put_demand = 1.0
+    iv_dd = 0.0  # spot-vol feedback: ATM IV added per unit of drawdown from the peak
 
     # basis traders and futures
     B_ref = bs["book_btc"]
@@ -282,7 +296,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     bar = {k: np.empty(nb) for k in (
         "net_gamma", "dealer_gex_usd", "dealer_delta_btc", "spot", "depth_btc", "mm_health",
         "basis_ann", "basis_book_btc", "futures_oi_btc", "perp_oi_btc", "perp_long_btc",
-        "perp_short_btc", "premium", "iv_atm", "put_demand", "book_oi_btc")}
+        "perp_short_btc", "premium", "iv_atm", "put_demand", "book_oi_btc",
+        "dealer_vanna_usd", "barrier_gex_usd")}
     raw = Raw(grid, spot_path, ln_hi, ln_lo, prem_path, flows, volume, perp_volume, bar,
               etf_daily_usd=etf_daily)
 
@@ -298,8 +313,17 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     levels = lev.levels
     fut_slope = bs["term_slope"]
 
+    def greeks(S_: float, t_: int, atm_: float, b_: float, full: bool = False,
+               ) -> tuple[float, float, Any]:
+        """Dealer delta and gamma of the option book plus the barrier book."""
+        d_, g_, extra = book.greeks(S_, t_, atm_, b_, full)
+        if bbook.n:
+            d2, g2 = bbook.greeks(S_, t_, atm_)
+            d_, g_ = d_ + d2, g_ + g2
+        return d_, g_, extra
+
     atm = atm_of(rv2, iv_shock)
-    D, G, _ = book.greeks(S, t0, atm, b)
+    D, G, _ = greeks(S, t0, atm, b)
     resid = 0.0          # dealer hedge not yet executed (charm, vanna, convexity), BTC
     liq_pending = 0.0    # forced orders of liquidations triggered last step, BTC
     basis_pending = 0.0  # basis traders' spot trade decided last step, BTC
@@ -311,7 +335,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     last_chain = -1
     last_fund = t0 // (8 * US_PER_HOUR)
     last_roll = (t0 - EXPIRY_OFFSET) // US_PER_DAY
-    greeks = book.greeks
+    if not barriers_at and not bbook.n:
+        greeks = book.greeks  # no barrier book: spare every step the wrapper call
 
     for k in range(n):
         t = t0 + k * step_us
@@ -324,6 +349,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             last_roll = roll
             D_before = D
             book.expire(t)
+            bbook.expire(t)
             book.list_new(t, S)
             futs = [e for e in futs if e > t]
             for e in _listed_futures(t, bs["monthly"], bs["quarterly"]):
@@ -344,11 +370,16 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             dd_n += 1
             peak = float(dd_hist[max(0, dd_n - dd_len):dd_n].max())
             put_demand = 1.0 + op["put_demand_beta"] * max(0.0, 1.0 - S / peak)
+            iv_dd = op["iv_spot_beta"] * max(0.0, 1.0 - S / peak)
             book.relax(t, S, atm, put_demand, oi_frac)
             traded = True
         if k in clusters_at:
             for cl in clusters_at[k]:
                 book.add_cluster(t, S, cl)
+            traded = True
+        if k in barriers_at:
+            for it in barriers_at[k]:
+                bbook.add(t, S, it)
             traded = True
         if k in stacks_at:
             # positions entered elsewhere (no order here); those already crossed at S are
@@ -358,6 +389,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
                 _open_stack(lev, st, S, lev_mix, lev_w)
             lev.trigger(lnS, lnS, lev.lo, lev.lo + lev.n * lev.step)
             lev.resync()
+        atm_step = atm
         for sh in shock_start.get(k, ()):
             n_h = max(1, round(sh["hours"] * US_PER_HOUR / step_us))
             active.append((k, k + n_h, sh, B))
@@ -370,10 +402,14 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             if sh["put_buy_btc"] > 0:
                 book.add_puts(t, S, sh["put_moneyness"], sh["put_buy_btc"])
                 traded = True
-            atm = atm_of(rv2, iv_shock)
+            atm = atm_of(rv2, iv_shock + iv_dd)
+        D_traded = None  # without vanna hedging: the new book's delta at the old IV
+        if not vanna_hedge and atm != atm_step:
+            D_traded = greeks(S, t, atm_step, b)[0] if traded else D
+            traded = True  # re-base the delta to the new IV (not traded)
         if traded:
             D, G, _ = greeks(S, t, atm, b)
-        book_flow = -(D - D_before) if hedge else 0.0
+        book_flow = -((D if D_traded is None else D_traded) - D_before) if hedge else 0.0
         # 3. funding every 8 hours from the average premium since the last payment
         fslot = t // (8 * US_PER_HOUR)
         if fslot != last_fund and prem_cnt:
@@ -395,6 +431,9 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
             bar["net_gamma"][i] = G
             bar["dealer_gex_usd"][i] = G * S * S * 0.01
             bar["dealer_delta_btc"][i] = D
+            _, _, (iv_o, F_o) = greeks(S, t, atm, b, full=True)
+            bar["dealer_vanna_usd"][i] = book.vanna_usd(t, iv_o, F_o)
+            bar["barrier_gex_usd"][i] = bbook.greeks(S, t, atm)[1] * S * S * 0.01
             bar["spot"][i] = S
             bar["depth_btc"][i] = L0 * health
             bar["mm_health"][i] = health
@@ -478,6 +517,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         health += (1.0 - health) * rec - sens * max(-pnl, 0.0)
         health = min(max(health, h_min), 1.0)
         # 8. liquidations: levels crossed by the intra-step path execute next step
+        bbook.knock(lo, hi)  # knocks change the dealers' delta; re-hedged below (step 10)
         li, ls, si, ss = lev.trigger(lo, hi, min(lnS, lo), max(lnS, hi))
         liq_pending = 0.0
         if len(ls) or len(ss):
@@ -497,7 +537,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         # 9. volatility state, perp premium, basis traders
         rv2 = rv_keep * rv2 + (1 - rv_keep) * r * r / dt
         iv_shock *= ivs_keep
-        atm = atm_of(rv2, iv_shock)
+        atm_prev = atm
+        atm = atm_of(rv2, iv_shock + iv_dd)
         prem_ou = p_keep * prem_ou + p_sd * z_prem[k]
         prem_sum += prem
         prem_cnt += 1
@@ -514,7 +555,8 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
         # 10. dealers re-mark their book at the new spot and time
         D1, G1, _ = greeks(S1, t + step_us, atm, b)
         if hedge:
-            resid = -(D1 - D) - h_lin
+            D1_traded = D1 if vanna_hedge else greeks(S1, t + step_us, atm_prev, b)[0]
+            resid = -(D1_traded - D) - h_lin
         flows[0, k] = q_noise
         flows[1, k] = q_etf
         flows[2, k] = q_dealer_pre + h_lin
@@ -534,6 +576,7 @@ def run(p: dict[str, Any], grid: Grid, chain_us: int, seed: int) -> Raw:
     prem_path[n] = prem_ou + imb_beta * (lev.total_long - lev.total_short) / (
         lev.total_long + lev.total_short + base_oi)
     raw.expiry_names = book.names
+    raw.barriers = bbook.records
     return raw
 
 

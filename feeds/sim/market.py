@@ -25,7 +25,7 @@ FORMAT = "gammabt.market/1"
 #: Tables every market folder has, in the order of the Market fields.
 TABLES = ("bars", "chain", "perp", "perp_oi", "funding", "liquidations", "futures",
           "dealer_gamma")
-OPTIONAL_TABLES = ("flows",)
+OPTIONAL_TABLES = ("flows", "barriers")
 #: Canonical schema of each table (columns a reader relies on).
 SCHEMAS: dict[str, Schema] = {"bars": BARS, "chain": CHAIN, "perp": BARS, "perp_oi": PERP_OI,
                               "funding": FUNDING, "liquidations": LIQUIDATIONS,
@@ -57,13 +57,18 @@ class Market:
     dealer_gamma
         True dealer exposure at each bar open: ``ts, spot, dealer_gex_usd`` (USD per 1%
         move), ``net_gamma`` (BTC per USD), ``regime`` (+1 long / -1 short gamma),
-        ``dealer_delta_btc`` and ``hedge_flow_btc`` (dealer market orders during the bar).
+        ``dealer_delta_btc`` and ``hedge_flow_btc`` (dealer market orders during the bar),
+        ``dealer_vanna_usd`` (USD of dealer delta change per +1 vol point of the option
+        book) and ``barrier_gex_usd`` (the barrier book's part of ``dealer_gex_usd``).
     scenario, seed, params
         Scenario name, seed and the fully resolved parameters.
     flows
         Per-bar agent flows (BTC, + = buying) and state (depth, basis book, IV...).
     meta
         Simulation settings: ``days, freq, chain_freq, n_options, format``.
+    barriers
+        The dealers' barrier positions (``BARRIERS``: ``ts`` = when each entered the
+        book), when the scenario has ``[[options.barriers]]``; else None.
     """
 
     bars: pa.Table
@@ -79,12 +84,14 @@ class Market:
     params: dict[str, Any]
     flows: pa.Table | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    barriers: pa.Table | None = None
 
     def tables(self) -> dict[str, pa.Table]:
         """All tables by name (``flows`` included when present)."""
         out = {name: getattr(self, name) for name in TABLES}
-        if self.flows is not None:
-            out["flows"] = self.flows
+        for name in OPTIONAL_TABLES:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     def write(self, folder: str | Path, *, overwrite: bool = False) -> Path:

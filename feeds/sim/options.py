@@ -240,3 +240,20 @@ class OptionBook:
         delta = float(ratio @ (self.sum_pos * nd1 - self.pos_p))
         gamma = float((self.sum_pos * ratio * ratio / (F * s)) @ pdf)
         return delta, gamma, (iv, F) if full else None
+
+    def vanna_usd(self, now_us: int, iv: np.ndarray, F: np.ndarray) -> float:
+        """Dealers' vanna: USD of dealer delta change per +1 vol point of every pair's IV.
+
+        ``iv`` and ``F`` are the per-pair arrays of :meth:`greeks` (``full=True``). The
+        dealer delta in BTC of spot is ``(F / S) (sum_pos N(d1) - pos_p)``; its change
+        per vol point valued at spot is ``0.01 sum_pos pdf(d1) dd1/div F``, with
+        ``dd1/div = -d2 / iv``.
+        """
+        if len(self.K) == 0:
+            return 0.0
+        T = self.exp_years - now_us / US_PER_YEAR
+        np.maximum(T, MIN_T, out=T)
+        s = iv * np.sqrt(T)
+        d1 = 0.5 * s - (self.logK - np.log(F)) / s
+        pdf = np.exp(-0.5 * d1 * d1) * INV_SQRT_2PI
+        return float(0.01 * (self.sum_pos * F * pdf * -(d1 - s) / iv).sum())

@@ -6,7 +6,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feeds.schema import BARS, CHAIN, FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, Schema, conform
+from feeds.schema import (
+    BARRIERS,
+    BARS,
+    CHAIN,
+    FUNDING,
+    FUTURES,
+    LIQUIDATIONS,
+    PERP_OI,
+    Schema,
+    conform,
+)
 from feeds.sim.calendar import expiry_name
 from feeds.sim.engine import FLOW_NAMES, Raw
 
@@ -79,7 +89,8 @@ def build_tables(raw: Raw) -> dict[str, pa.Table]:
     out["dealer_gamma"] = _plain(pd.DataFrame({
         "ts": ts, "spot": b["spot"], "dealer_gex_usd": b["dealer_gex_usd"],
         "net_gamma": b["net_gamma"], "regime": regime.astype(np.int8),
-        "dealer_delta_btc": b["dealer_delta_btc"], "hedge_flow_btc": flow[2]}))
+        "dealer_delta_btc": b["dealer_delta_btc"], "hedge_flow_btc": flow[2],
+        "dealer_vanna_usd": b["dealer_vanna_usd"], "barrier_gex_usd": b["barrier_gex_usd"]}))
     cols: dict[str, object] = {"ts": ts}
     for i, name in enumerate(FLOW_NAMES):
         cols[f"{name}_btc"] = flow[i]
@@ -89,6 +100,12 @@ def build_tables(raw: Raw) -> dict[str, pa.Table]:
         cols[key] = b[key]
     out["flows"] = _plain(pd.DataFrame(cols))
     out["chain"] = _chain(raw)
+    if raw.barriers:
+        ts_, kind, K, H, exp_, size, side = (list(c) for c in zip(*raw.barriers, strict=True))
+        out["barriers"] = _table(pd.DataFrame({
+            "ts": utc(np.asarray(ts_, np.int64)), "type": kind, "strike": K, "barrier": H,
+            "expiry": utc(np.asarray(exp_, np.int64)), "notional": size,
+            "dealer_side": side}), BARRIERS, "barriers")
     return out
 
 

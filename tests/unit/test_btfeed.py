@@ -15,6 +15,7 @@ from feeds.btfeed import (
     LINES_BASIS,
     LINES_GAMMA,
     LINES_LIQ,
+    LINES_SECOND,
     GammaCoreFeed,
     GammaFeed,
     bt_datenum,
@@ -58,12 +59,15 @@ def inputs_full(bars_small: pd.DataFrame) -> dict[str, pd.DataFrame]:
                             "gamma_flip": [99.0, np.nan, 101.0, 98.0, 102.0, 103.0],
                             "call_wall": rng.uniform(105, 110, k),
                             "put_wall": rng.uniform(90, 95, k),
-                            "regime": [1, -1, 1, -1, 1, -1]})
+                            "regime": [1, -1, 1, -1, 1, -1],
+                            "vanna": rng.normal(0, 1e6, k), "charm": rng.normal(0, 50, k),
+                            "atm_iv": [0.5, 0.55, np.nan, 0.6, 0.62, 0.7]})
     strikes = pd.DataFrame({"ts": np.repeat(snap_ts, 3),
                             "strike": np.tile([90.0, 100.0, 110.0], k)[::-1],  # unsorted
                             "gex_call": rng.uniform(0, 1, 3 * k),
                             "gex_put": -rng.uniform(0, 1, 3 * k)})
     strikes["gex_net"] = strikes["gex_call"] + strikes["gex_put"]
+    strikes["vanna"] = rng.normal(0, 1e5, 3 * k)
     extra = pd.DataFrame({"ts": T0 + pd.to_timedelta([30, 200, 480, 900, 2000], unit="min"),
                           "basis_ann": [0.05, np.nan, 0.07, 0.08, 0.09],
                           "basis_z": [0.1, 0.2, np.nan, 0.4, 0.5],
@@ -82,8 +86,13 @@ def inputs_full(bars_small: pd.DataFrame) -> dict[str, pd.DataFrame]:
             rows.append({"ts": ts.iloc[i], "price": p * (1 + i / 1000),
                          "long_usd": float(i), "short_usd": float(2 * i)})
     liq_map = pd.DataFrame(rows)
+    bsel = np.sort(rng.choice(len(ts), 30, replace=False))
+    barrier_lines = pd.DataFrame({"ts": ts.iloc[bsel].dt.tz_convert("UTC").to_numpy(),
+                                  "barrier_gex": rng.normal(0, 1e6, 30),
+                                  "dist_to_barrier": np.where(rng.random(30) < 0.3, np.nan,
+                                                              rng.uniform(0, 0.2, 30))})
     return {"summary": summary, "strikes": strikes, "extra": extra, "liq_lines": liq_lines,
-            "liq_map": liq_map}
+            "liq_map": liq_map, "barrier_lines": barrier_lines}
 
 
 def full_feed(bars: pd.DataFrame, inputs: dict[str, pd.DataFrame], **kw) -> GammaFeed:
@@ -336,7 +345,8 @@ def test_same_run_as_backtrader_pandasdata(bars_small, inputs_full):
     feed = full_feed(bars_small, inputs_full)
     frame = feed.arrays.to_frame()
     frame.index = pd.DatetimeIndex(frame.pop("close_ts")).tz_localize(None)
-    columns = (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS, "snap_idx", "liqmap_idx")
+    columns = (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS, *LINES_SECOND, "snap_idx",
+               "liqmap_idx")
 
     class Pandas(bt.feeds.PandasData):
         lines = columns
@@ -374,7 +384,7 @@ def test_fromdate_todate_slice_inclusively(bars_small, inputs_full):
     full = {row["datetime"]: row for row in run_log(full_feed(bars_small, inputs_full),
                                                    trade=False)}
     for row in logs[0]:
-        for alias in (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS):
+        for alias in (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS, *LINES_SECOND):
             assert row[alias] == full[row["datetime"]][alias]
 
 
@@ -407,7 +417,8 @@ def test_resampled_bars_carry_lines_as_of_their_close(bars_small, inputs_full, r
     cerebro.run()
     assert len(log) == len(direct) == 12
     for got, want in zip(log, direct, strict=True):
-        for alias in ("datetime", "open", "close", *LINES_GAMMA, *LINES_BASIS):
+        for alias in ("datetime", "open", "close", *LINES_GAMMA, *LINES_BASIS,
+                      "vanna_exp", "charm_exp", "atm_iv"):
             assert nan_eq(got[alias], want[alias]) or got[alias] == pytest.approx(want[alias]), alias
         assert got["strike_gex"] == want["strike_gex"]
 
@@ -717,5 +728,47 @@ def test_empty_inputs_give_nan_lines_and_empty_snapshots(bars_small, inputs_full
     empty = {k: v.iloc[:0] for k, v in inputs_full.items()}
     log = run_log(GammaFeed.from_frames(bars_small, **empty), trade=False)
     for row in log:
-        assert all(row[a] is None for a in (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS))
+        assert all(row[a] is None for a in (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS,
+                                            *LINES_SECOND))
         assert row["strike_gex"] == ((), ()) and row["liq_map"] == (None, (), (), ())
+
+
+def test_second_order_lines_are_point_in_time(bars_small, inputs_full):
+    arrays = full_feed(bars_small, inputs_full).arrays
+    s = inputs_full["summary"]
+    close = bars_small["ts"] + H
+    for i, c in enumerate(close):
+        known = s[(s["ts"] <= c) & (c - s["ts"] <= pd.Timedelta("6h"))]
+        for column, line in (("vanna", "vanna_exp"), ("charm", "charm_exp"),
+                             ("atm_iv", "atm_iv")):
+            want = known[column].iloc[-1] if len(known) else np.nan
+            assert nan_eq(float(arrays.lines[line][i]), float(want)), (line, i)
+    bl = inputs_full["barrier_lines"].set_index("ts")
+    for i, t in enumerate(bars_small["ts"]):
+        for line in ("barrier_gex", "dist_to_barrier"):
+            want = bl[line].get(t, np.nan)
+            assert nan_eq(float(arrays.lines[line][i]), float(want)), (line, i)
+
+
+def test_strike_vanna_accessor(bars_small, inputs_full):
+    got = []
+
+    class Probe(bt.Strategy):
+        def next(self) -> None:
+            got.append((self.data.strike_vanna(0), self.data.strike_profile(0)))
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(full_feed(bars_small, inputs_full))
+    cerebro.addstrategy(Probe)
+    cerebro.run()
+    st = inputs_full["strikes"]
+    seen = 0
+    for (strike, vanna), prof in got:
+        if prof.ts is None:
+            assert strike.size == vanna.size == 0
+            continue
+        seen += 1
+        snap = st[st["ts"] == prof.ts].sort_values("strike")
+        np.testing.assert_array_equal(strike, snap["strike"].to_numpy())
+        np.testing.assert_array_equal(vanna, snap["vanna"].to_numpy())
+    assert seen > 10

@@ -17,7 +17,8 @@ from indicators.errors import ConfigError, DataError
 
 YEAR = 365 * 86400
 SUMMARY_COLUMNS = ["ts", "spot", "spot_source", "gex", "gex_call", "gex_put", "gamma_flip",
-                   "call_wall", "put_wall", "regime", "vanna", "n_contracts"]
+                   "call_wall", "put_wall", "regime", "vanna", "charm",
+                   "n_contracts"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,6 +159,12 @@ def ref_summary(chain: pd.DataFrame, dealer: str = "long_calls_short_puts",
             d1 = (math.log(F / K) + 0.5 * s * s) / s
             vanna += w * -math.exp(-0.5 * d1 * d1) / math.sqrt(2 * math.pi) * (d1 - s) / iv \
                 * F * 0.01
+        # charm from its definition: delta's change as time passes (T shrinks), per day
+        charm = 0.0
+        for F, K, T, iv, w, c in rows:
+            e = 1e-5 * T
+            charm += w * (bs_delta(F, K, T - e, iv, c) - bs_delta(F, K, T + e, iv, c)) \
+                / (2 * e) / 365.0
         per_strike: dict[float, list[float]] = {}
         for F, K, T, iv, w, c in rows:
             cell = per_strike.setdefault(K, [0.0, 0.0])
@@ -199,7 +206,7 @@ def ref_summary(chain: pd.DataFrame, dealer: str = "long_calls_short_puts",
                     "gex_call": gex_call, "gex_put": gex_put, "gamma_flip": flip,
                     "call_wall": call_wall, "put_wall": put_wall,
                     "regime": (gex > 0) - (gex < 0), "vanna": vanna,
-                    "n_contracts": len(rows)})
+                    "charm": charm, "n_contracts": len(rows)})
     return pd.DataFrame(out)
 
 
@@ -210,6 +217,9 @@ def assert_matches_reference(fast: pd.DataFrame, ref: pd.DataFrame) -> None:
     assert list(fast["spot_source"]) == list(ref["spot_source"])
     for col in ("spot", "gex", "gex_call", "gex_put", "vanna"):
         np.testing.assert_allclose(fast[col], ref[col], rtol=1e-9, atol=1e-6, err_msg=col)
+    # the reference charm is a central difference in time (truncation ~1e-10 relative)
+    scale = float(np.abs(ref["charm"]).max()) if len(ref) else 0.0
+    np.testing.assert_allclose(fast["charm"], ref["charm"], rtol=1e-6, atol=1e-7 * scale)
     for col in ("call_wall", "put_wall", "regime", "n_contracts"):
         np.testing.assert_array_equal(fast[col].to_numpy(float), ref[col].to_numpy(float),
                                       err_msg=col)
@@ -328,7 +338,8 @@ def test_empty_chain() -> None:
     assert s.empty and list(s.columns) == SUMMARY_COLUMNS
     assert str(s["ts"].dtype) == "datetime64[us, UTC]"
     sg = gamma.strike_gex(empty)
-    assert sg.empty and list(sg.columns) == ["ts", "strike", "gex_call", "gex_put", "gex_net"]
+    assert sg.empty and list(sg.columns) == ["ts", "strike", "gex_call", "gex_put", "gex_net",
+                                          "vanna", "charm"]
     assert gamma.row_gex(empty).shape == (0,)
     assert gamma.summarize(pa.Table.from_pandas(empty, preserve_index=False)).empty
     untyped = pd.DataFrame(columns=list(empty.columns))  # object columns, no rows
