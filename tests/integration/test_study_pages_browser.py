@@ -7,8 +7,12 @@ import re
 import pandas as pd
 import pytest
 
-from tests.integration.browser import chart_has_data, render, require_chromium, \
-    screenshot_dark_share
+from tests.integration.browser import (
+    chart_has_data,
+    render,
+    require_chromium,
+    screenshot_dark_share,
+)
 
 
 @pytest.fixture(scope="module")
