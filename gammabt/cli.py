@@ -668,15 +668,15 @@ def compare_cmd(runs: tuple[str, ...], out: Path | None, csv_out: Path | None,
     console.print(f"Compared {len(loaded)} runs: {escape(str(page))}")
 
 
-def _html_option(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
-    from gammabt.runpage import check_html_out
+def _plot_out_option(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    from gammabt.runpage import check_plot_out
 
-    return check_html_out(value)
+    return check_plot_out(value)
 
 
 @cli.group()
 def plot() -> None:
-    """Market charts without a run: GEX by strike, liquidation map, basis (HTML)."""
+    """Market charts without a run: GEX by strike, liquidation map, basis (HTML or PNG)."""
 
 
 @plot.command("gex")
@@ -688,8 +688,8 @@ def plot() -> None:
 @click.option("--dealer", default="auto", show_default=True,
               type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
                                  "explicit"]))
-@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
-              help="Page to write (.html).")
+@click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
+              help="Chart to write: .html (interactive, offline) or .png.")
 def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,
              out: Path) -> None:
     """GEX by strike (calls, puts, net) with spot, flip and walls marked."""
@@ -734,8 +734,8 @@ def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,
 @plot.command("liq")
 @click.option("--bars", required=True, type=IN_FILE)
 @click.option("--oi", type=IN_FILE, help="Open-interest history (else volume is used).")
-@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
-              help="Page to write (.html).")
+@click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
+              help="Chart to write: .html (interactive, offline) or .png.")
 def plot_liq(bars: Path, oi: Path | None, out: Path) -> None:
     """Estimated liquidation map (USD at risk by price and time) with the price path."""
     from feeds.derivs import load_open_interest
@@ -758,8 +758,8 @@ def plot_liq(bars: Path, oi: Path | None, out: Path) -> None:
 @click.option("--futures", required=True, type=IN_FILE,
               help="Futures prices (ts, expiry, price) or an OptionsDX chain file.")
 @click.option("--spot", required=True, type=IN_FILE)
-@click.option("--out", required=True, type=OUT_FILE, callback=_html_option,
-              help="Page to write (.html).")
+@click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
+              help="Chart to write: .html (interactive, offline) or .png.")
 def plot_basis(futures: Path, spot: Path, out: Path) -> None:
     """Constant-maturity basis term structure over time (30/60/90/120 days)."""
     from feeds.derivs import load_futures

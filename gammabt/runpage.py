@@ -338,25 +338,49 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
     return _write_text(path, html)
 
 
-def check_html_out(path: str | Path) -> Path:
-    """``path`` when it names an ``.html`` file; ConfigError otherwise."""
+def check_plot_out(path: str | Path) -> Path:
+    """``path`` when it names an ``.html`` or ``.png`` file; ConfigError otherwise."""
     from indicators.errors import ConfigError
 
     path = Path(path)
-    if path.suffix.lower() != ".html":
+    if path.suffix.lower() not in (".html", ".png"):
         raise ConfigError(f"unsupported output {path.suffix or '(no suffix)'!r}",
-                          source=str(path), expected="an .html file",
-                          fix="name the output *.html (static PNG export needs the kaleido "
-                              "package, which gammabt does not install)")
+                          source=str(path), expected="an .html page or a .png image",
+                          fix="name the output *.html (interactive) or *.png (static)")
     return path
 
 
 def write_figure_page(fig: Any, path: str | Path, *, title: str,
                       notes: list[str] | None = None, height: int = 560) -> Path:
-    """One chart as an offline page (``.html``, plotly.js beside it) for ``gammabt plot``."""
-    path = check_html_out(path)
+    """One chart for ``gammabt plot``: an offline page (``.html``, plotly.js beside it)
+    or a static image (``.png``, drawn by Kaleido with the system's Chromium)."""
+    path = check_plot_out(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        return _write_png(fig, path, title=title, notes=notes or [], height=height)
     write_plotlyjs(path.parent)
     html = render("plot.html.j2", title=title, notes=notes or [], chart_id="chart-plot",
                   chart=fig_html(fig, "chart-plot", height), plotlyjs=plotlyjs_name())
     return _write_text(path, html)
+
+
+def _write_png(fig: Any, path: Path, *, title: str, notes: list[str], height: int) -> Path:
+    """The chart as a PNG (title and notes on top), written atomically."""
+    import os
+
+    from indicators.errors import ConfigError
+
+    image = fig.__class__(fig)  # a copy: the caller's figure keeps its layout
+    subtitle = "<br><sup>" + "; ".join(notes) + "</sup>" if notes else ""
+    image.update_layout(title={"text": title + subtitle}, margin={"t": 90})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.write_image(tmp, format="png", width=1400, height=height, scale=1)
+    except Exception as exc:  # Kaleido reports a missing browser with several types
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"PNG export failed ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})", source=str(path),
+                          expected="a Chromium browser for Kaleido (Debian package chromium)",
+                          fix="install chromium, or name the output *.html") from None
+    tmp.replace(path)
+    return path

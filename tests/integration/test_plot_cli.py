@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from feeds.synthetic import simulate
@@ -37,11 +38,31 @@ def test_plot_writes_a_chart_with_data(market, tmp_path, kind, args, capsys):
     assert data is not None and len(data.group(1)) > 200  # traces with values
 
 
-def test_plot_refuses_png_before_reading_inputs(market, tmp_path, capsys):
+def test_plot_refuses_other_suffixes_before_reading_inputs(market, tmp_path, capsys):
     code = main(["plot", "gex", "--chain", str(market / "chain.parquet"),
-                 "--out", str(tmp_path / "gex.png")])
+                 "--out", str(tmp_path / "gex.svg")])
     err = capsys.readouterr().err
-    assert code == 2 and "'.png'" in err and "kaleido" in err and err.count("\n") == 1
+    assert code == 2 and "'.svg'" in err and ".png" in err and err.count("\n") == 1
+    assert not (tmp_path / "gex.svg").exists()
+
+
+@pytest.mark.parametrize("kind", ["gex", "liq"])
+def test_plot_png_is_a_real_image(kind, market, tmp_path):
+    from PIL import Image
+
+    from tests.integration.browser import require_chromium
+
+    require_chromium()  # Kaleido draws with the system's Chromium
+    out = tmp_path / f"{kind}.png"
+    args = {"gex": ["--chain", str(market / "chain.parquet")],
+            "liq": ["--bars", str(market / "perp.parquet"), "--oi",
+                    str(market / "perp_oi.parquet")]}[kind]
+    assert main(["plot", kind, *args, "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] == 1400
+        pixels = np.asarray(image.convert("L"))
+    assert (pixels < 200).mean() > 0.01  # something is drawn, not a blank canvas
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_plot_gex_at_before_first_snapshot(market, tmp_path, capsys):
