@@ -158,18 +158,21 @@ class DSRResult:
         return self.dsr >= SIGNIFICANT_DSR
 
 
-def deflated_sharpe_of(returns: npt.ArrayLike, *, n_trials: int | None = None) -> DSRResult:
+def deflated_sharpe_of(returns: npt.ArrayLike, *, n_trials: int | None = None,
+                       best: int | None = None) -> DSRResult:
     """DSR of the best column of a ``T x N`` returns matrix (one column per trial).
 
     ``n_trials`` defaults to ``N``; pass a larger number when more configurations were
-    tried than are in the matrix. The variance of the Sharpe ratios uses ``ddof=1``;
-    skewness and raw kurtosis are the (biased) sample moments of the best column.
+    tried than are in the matrix. ``best`` is the selected column (default: the highest
+    Sharpe; pass the sweep's winner when it was chosen by another objective). The
+    variance of the Sharpe ratios uses ``ddof=1``; skewness and raw kurtosis are the
+    (biased) sample moments of the selected column.
     """
     arr = _matrix(returns)
     if arr.shape[0] < 3:
         raise ValueError(f"need at least 3 returns per trial, got {arr.shape[0]}")
     sharpes = sharpe_per_period(arr)
-    best = int(np.argmax(sharpes))
+    best = int(np.argmax(sharpes)) if best is None else int(best)
     n = arr.shape[1] if n_trials is None else int(n_trials)
     var = float(np.var(sharpes, ddof=1)) if arr.shape[1] > 1 else 0.0
     col = arr[:, best]
