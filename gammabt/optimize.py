@@ -328,9 +328,12 @@ class DaskExecutor(Executor):
         quiet()
         self.cluster = None
         if scheduler is None:
+            # loopback TCP even for threads (the in-process transport looks up the host's
+            # public address)
             self.cluster = LocalCluster(n_workers=local_workers or 1, threads_per_worker=1,
                                         processes=processes, host="127.0.0.1",
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+                                        protocol="tcp://", dashboard_address=None,
+                                        silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         else:
             self.client = Client(scheduler)
@@ -649,7 +652,9 @@ def parse_walk_forward(text: str) -> WalkForward:
     try:
         if set(parts) != {"train", "test"}:
             raise ValueError
-        train, test = pd.Timedelta(parts["train"]), pd.Timedelta(parts["test"])
+        # "180d" reads as days (pandas wants an upper-case D)
+        train, test = (pd.Timedelta(re.sub(r"(?<=\d)d$", "D", parts[k].strip()))
+                       for k in ("train", "test"))
     except ValueError:
         raise ConfigError(f"--walk-forward {text!r}", column="walk_forward",
                           expected="train=DURATION,test=DURATION[,anchored]",
@@ -732,7 +737,9 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
                     "oos_n_trades": out["metrics"].get("n_trades")})
         rows.append(row)
     stitched = pd.concat(pieces).sort_index() if pieces else pd.Series(dtype=float)
-    stitched = stitched[~stitched.index.duplicated(keep="last")]
+    # a test window's last bar closes at the next window's first day: both folds hold a
+    # piece of that day, compounded
+    stitched = (1.0 + stitched).groupby(level=0).prod() - 1.0
     stitched.name = "out_of_sample"
     return pd.DataFrame(rows), stitched
 
