@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments")
+TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "optimize")
 
 
 def main(argv: list[str]) -> int:

@@ -299,7 +299,10 @@ class LocalPool(Executor):
         from concurrent.futures import ProcessPoolExecutor
 
         self.folder = str(folder)
-        context = multiprocessing.get_context("forkserver")
+        # fork: workers start with the parent's modules already imported (no re-import
+        # per worker); they only map the prepared folder
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                         initializer=_pool_init, initargs=(self.folder,))
 
@@ -351,6 +354,8 @@ class DaskExecutor(Executor):
             yield future.result()
 
     def close(self) -> None:
+        # heartbeats racing the shutdown log closed-stream errors that mean nothing here
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()

@@ -13,11 +13,13 @@ import json
 import platform
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -318,12 +320,44 @@ def leg_arrays(config: RunConfig, inputs: MarketInputs) -> list[tuple[Leg, FeedA
     return out
 
 
+def content_sha256(legs: Sequence[tuple[Leg, FeedArrays]]) -> str:
+    """sha256 of every leg's stamps and lines and the shared snapshots (the data itself,
+    so two in-memory markets built from different frames never share a key)."""
+    digest = hashlib.sha256()
+    for leg, arrays in legs:
+        digest.update(f"{leg.name}|{leg.kind}|{leg.expiry}|{arrays.bar_freq_us}".encode())
+        digest.update(np.ascontiguousarray(arrays.open_us).tobytes())
+        for name in sorted(arrays.lines):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(arrays.lines[name]).tobytes())
+    first = legs[0][1]
+    for snaps in (first.strikes, first.liq_map):
+        if snaps is None:
+            digest.update(b"none")
+            continue
+        digest.update(np.ascontiguousarray(snaps.stamps_us).tobytes())
+        columns = getattr(snaps, "columns", None)
+        if columns is not None:
+            digest.update(np.ascontiguousarray(snaps.offsets).tobytes())
+            for name in sorted(columns):
+                digest.update(np.ascontiguousarray(columns[name]).tobytes())
+        else:  # a lazy map: its per-bar summary lines stand for it
+            lines = snaps.source.lines
+            digest.update(pd.util.hash_pandas_object(lines, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def prepare(config: RunConfig, inputs: MarketInputs | None = None) -> PreparedMarket:
-    """Load the inputs (if not given) and build every leg's arrays over the full history."""
+    """Load the inputs (if not given) and build every leg's arrays over the full history.
+
+    The key hashes the analytic settings, the input files' contents and the prepared
+    arrays themselves.
+    """
     inputs = inputs if inputs is not None else load_inputs(config)
     hashes = dict(inputs.input_hashes)
-    return PreparedMarket(legs=tuple(leg_arrays(config, inputs)),
-                          market=market_fields(config), key=market_key(config, hashes),
+    legs = tuple(leg_arrays(config, inputs))
+    key = hashlib.sha256(f"{market_key(config, hashes)}|{content_sha256(legs)}".encode())
+    return PreparedMarket(legs=legs, market=market_fields(config), key=key.hexdigest(),
                           input_hashes=hashes, notes=inputs.notes)
 
 

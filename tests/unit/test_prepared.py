@@ -89,3 +89,14 @@ def test_prepared_settings_must_match(full_config) -> None:
     other = dataclasses.replace(full_config, max_staleness="2h")
     with pytest.raises(ConfigError, match="max_staleness"):
         run(other, prepared)
+
+
+def test_key_hashes_the_content_not_just_the_settings() -> None:
+    from gammabt.run import MarketInputs
+    from tests.data.hand_made import make_bars
+
+    config = RunConfig(bars="same-name.csv")
+    a = prepare(config, MarketInputs(bars=make_bars(seed=1)))
+    b = prepare(config, MarketInputs(bars=make_bars(seed=2)))
+    again = prepare(config, MarketInputs(bars=make_bars(seed=1)))
+    assert a.key != b.key and a.key == again.key
