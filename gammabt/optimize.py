@@ -410,7 +410,9 @@ class TrialStore:
     def flush(self) -> None:
         if not self.rows:
             return
-        table = pa.Table.from_pylist(sorted(self.rows, key=lambda r: r["trial"]))
+        # through pandas: columns are the union over rows (from_pylist reads the first)
+        frame = pd.DataFrame(sorted(self.rows, key=lambda r: r["trial"]))
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         tmp = self.folder / f".trials.tmp-{os.getpid()}.parquet"
         pq.write_table(table, tmp)
         with open(tmp, "rb") as fh:
@@ -802,7 +804,7 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
         TimeRemainingColumn,
     )
 
-    from gammabt.optreport import winner_stats, write_summary
+    from gammabt.optreport import WinnerStats, winner_stats, write_summary
     from gammabt.results import write_run
 
     console = console or Console()
@@ -874,17 +876,19 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
                    key=lambda p: int(p.parent.name[5:])))], ignore_index=True)
         from gammabt.report import compute_metrics, write_tearsheet
 
-        stats = winner_stats(pd.DataFrame(), None)
-        stats = type(stats)(dsr=None, pbo=None, notes=(
-            "walk forward: each fold's winner is judged out of sample below",))
+        notes = ["walk forward: each fold's winner is judged on the test window that "
+                 "follows its training window"]
         if len(stitched):
             oos = compute_metrics(stitched, None, periods_per_year=365)
-            folds_table = folds_table.assign(stitched_oos_sharpe=oos.get("sharpe"))
+            sharpe = float(oos.get("sharpe") or math.nan)
+            total = float(oos.get("total_return") or math.nan)
+            notes.append(f"stitched out-of-sample returns: Sharpe {sharpe:.4f}, total return "
+                         f"{total:.4f} over {len(stitched)} days (oos_tearsheet.html)")
             write_tearsheet(stitched, None, folder / "oos_tearsheet.html",
                             title=f"{config.strategy}: stitched out-of-sample returns")
             stitched.to_frame().to_parquet(folder / "oos_returns.parquet")
-            console.print(f"Stitched out-of-sample: Sharpe {oos.get('sharpe')}, total return "
-                          f"{oos.get('total_return')} over {len(stitched)} days")
+            console.print(notes[-1])
+        stats = WinnerStats(dsr=None, pbo=None, notes=tuple(notes))
         folds_table.to_parquet(folder / "folds.parquet", index=False)
         title = f"{config.strategy}: walk forward, {len(folds_table)} folds"
     summary = write_summary(folder, trials, stats, objective=objective,

@@ -305,3 +305,21 @@ def test_cli_prepare_optimize_and_run_prepared(tmp_path, capsys) -> None:
     assert main(["optimize", "--prepared", str(tmp_path / "p"), "--grid", "lookback=0,6",
                  "--results", str(res)]) == 2
     assert "lookback" in capsys.readouterr().err
+
+
+def test_run_optimization_walk_forward_outputs(prepared, base, tmp_path) -> None:
+    from rich.console import Console
+
+    folder, _ = prepared
+    text = io.StringIO()
+    out = opt.run_optimization(base, grid=GRID, walk="train=20d,test=14d",
+                               prepared_dir=folder, results_dir=tmp_path, progress=False,
+                               console=Console(file=text, width=200), name="wf")
+    folds = pd.read_parquet(out / "folds.parquet")
+    assert len(folds) == 2 and folds["params"].str.startswith("{").all()
+    oos = pd.read_parquet(out / "oos_returns.parquet")["out_of_sample"]
+    assert oos.index.is_monotonic_increasing and oos.index.is_unique
+    assert (out / "oos_tearsheet.html").exists()
+    html = (out / "summary.html").read_text()
+    assert "Walk forward" in html and "stitched out-of-sample" in html
+    assert "stitched out-of-sample returns: Sharpe" in text.getvalue()
