@@ -423,7 +423,8 @@ class TrialStore:
         os.replace(tmp, self.path)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows).sort_values("trial", ignore_index=True) if self.rows \
+        # rows in trial order first: the column order must not depend on completion order
+        return pd.DataFrame(sorted(self.rows, key=lambda r: r["trial"])) if self.rows \
             else pd.DataFrame()
 
 
