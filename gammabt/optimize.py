@@ -136,19 +136,21 @@ def random_points(dims: Sequence[Dimension], n: int, seed: int) -> list[dict[str
     """``n`` configurations drawn with ``numpy.random.default_rng(seed)``: a value list
     is sampled uniformly, a continuous range uniformly in ``[low, high]`` (integers
     inclusive). Draw ``i`` depends only on ``seed`` and ``i``."""
-    points = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        point: dict[str, Any] = {}
-        for d in dims:
-            if d.continuous:
-                assert d.low is not None and d.high is not None
-                point[d.name] = int(rng.integers(int(d.low), int(d.high) + 1)) if d.integer \
-                    else float(rng.uniform(d.low, d.high))
-            else:
-                point[d.name] = d.values[int(rng.integers(len(d.values)))]
-        points.append(point)
-    return points
+    return [random_point(dims, seed, i) for i in range(n)]
+
+
+def random_point(dims: Sequence[Dimension], seed: int, i: int) -> dict[str, Any]:
+    """Draw ``i`` of :func:`random_points` (``numpy.random.default_rng([seed, i])``)."""
+    rng = np.random.default_rng([seed, i])
+    point: dict[str, Any] = {}
+    for d in dims:
+        if d.continuous:
+            assert d.low is not None and d.high is not None
+            point[d.name] = int(rng.integers(int(d.low), int(d.high) + 1)) if d.integer \
+                else float(rng.uniform(d.low, d.high))
+        else:
+            point[d.name] = d.values[int(rng.integers(len(d.values)))]
+    return point
 
 
 # ---------------------------------------------------------------- objective, limits
@@ -534,10 +536,11 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
     if spec.search == "optuna":
         _optuna_loop(spec, folder, store, hashes, executor, record)
     else:
+        wanted = int(spec.n_trials or 0)
         if spec.search == "grid":
-            points = grid_points(spec.dims)
-        else:
-            points = random_points(spec.dims, int(spec.n_trials or 0), spec.seed)
+            points: Iterable[dict[str, Any]] = grid_points(spec.dims)
+        else:  # draws until N distinct configurations (or 100 N draws: a small space)
+            points = (random_point(spec.dims, spec.seed, i) for i in range(100 * wanted))
         tasks, seen = [], set()
         for number, point in enumerate(points):
             task = make_task(spec.base, number, point, hashes)
@@ -545,6 +548,8 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
                 continue
             seen.add(task.digest)
             tasks.append(task)
+            if spec.search == "random" and len(tasks) == wanted:
+                break
         done = store.digests
         todo = [t for t in tasks if t.digest not in done]
         if progress is not None:

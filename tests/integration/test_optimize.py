@@ -323,3 +323,22 @@ def test_run_optimization_walk_forward_outputs(prepared, base, tmp_path) -> None
     html = (out / "summary.html").read_text()
     assert "Walk forward" in html and "stitched out-of-sample" in html
     assert "stitched out-of-sample returns: Sharpe" in text.getvalue()
+
+
+def test_random_search_runs_n_distinct_configurations(prepared, base, tmp_path) -> None:
+    folder, market = prepared
+    # 2 x 2 = 4 configurations: 3 distinct ones need more than 3 draws with this seed
+    spec = _spec(base, search="random", n_trials=3, seed=0)
+    draws = [tuple(opt.random_point(spec.dims, 0, i).values()) for i in range(3)]
+    assert len(set(draws)) < 3, "pick a seed whose first draws repeat"
+    trials = opt.optimize(spec, market, folder, opt.InProcess(folder, market),
+                          folder=tmp_path / "r").trials
+    assert len(trials) == 3 and trials["digest"].is_unique
+    first_seen: dict[tuple, int] = {}
+    i = 0
+    while len(first_seen) < 3:
+        first_seen.setdefault(tuple(opt.random_point(spec.dims, 0, i).values()), i)
+        i += 1
+    assert trials["trial"].tolist() == sorted(first_seen.values())
+    assert [tuple(r) for r in trials[["param.lookback", "param.momentum_min"]].values] == \
+        list(first_seen)
