@@ -17,7 +17,7 @@ as a memory-mapped folder.
 
 Run: ``.venv/bin/python -m bench.bench_optimize`` (or ``make bench``). Environment
 ``BENCH_OPT_BARS``, ``BENCH_OPT_RANDOM`` and ``BENCH_OPT_RANDOM_BARS`` shrink it for a
-quick look.
+quick look; ``BENCH_OPT_ONLY=random`` runs the memory part alone.
 """
 
 from __future__ import annotations
@@ -163,18 +163,22 @@ class PeakRss:
 
     def __init__(self, every_s: float = 0.1) -> None:
         self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self.peak_pss = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
+            total = pss = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_info().rss
+                    info = proc.memory_full_info()
+                    total += info.rss
+                    pss += getattr(info, "pss", info.rss)
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            self.peak_pss = max(self.peak_pss, pss)
             time.sleep(self.every_s)
 
     def __enter__(self) -> PeakRss:
@@ -190,6 +194,11 @@ def main() -> dict[str, Any]:
     opt.quiet()
     work = Path(tempfile.mkdtemp(prefix="bench-opt-"))
     figures: dict[str, Any] = {"n_bars": N_BARS}
+    if os.environ.get("BENCH_OPT_ONLY") == "random":
+        try:
+            return {"random": random_memory(work)}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     try:
         inputs = hourly_inputs(N_BARS)
         base = RunConfig(strategy="gamma_flip", bars="bench", borrow=True)
@@ -238,26 +247,34 @@ def main() -> dict[str, Any]:
               f"({t_dask / t_pool2:.2f}x the pool, identical rows: {same})")
         print(f"per trial: backtest {backtest:.3f} s, dispatch + setup {overhead:.3f} s "
               f"({100 * overhead / backtest:.1f}% of the backtest)")
-        small = save_prepared(prepare(base, hourly_inputs(RANDOM_BARS, seed=6)),
-                              work / "small")
-        small_market = load_prepared(small)
-        rspec = opt.OptimizeSpec(base=RunConfig(strategy="bench.bench_optimize:SmaCross",
-                                                bars="bench", borrow=True),
-                                 dims=(opt.parse_dimension("fast=2:40", "bench.bench_optimize:"
-                                                           "SmaCross"),
-                                       opt.parse_dimension("slow=41:200", "bench.bench_"
-                                                           "optimize:SmaCross")),
-                                 search="random", n_trials=N_RANDOM, seed=1)
-        with PeakRss() as rss:
-            t_rand, rtrials = _timed(rspec, small_market, small, opt.LocalPool(small, 2),
-                                     work / "random")
-        figures["random"] = {"n_trials": len(rtrials), "n_bars": RANDOM_BARS, "seconds": t_rand,
-                             "peak_rss_mb_all_processes": rss.peak / 2**20}
-        print(f"random search: {len(rtrials)} trials x {RANDOM_BARS} bars in {t_rand:.1f} s, "
-              f"peak RSS of all processes {rss.peak / 2**20:.0f} MB")
+        figures["random"] = random_memory(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return figures
+
+
+def random_memory(work: Path) -> dict[str, Any]:
+    """Peak memory of all processes during a random search of ``N_RANDOM`` trials."""
+    base = RunConfig(strategy="gamma_flip", bars="bench", borrow=True)
+    small = save_prepared(prepare(base, hourly_inputs(RANDOM_BARS, seed=6)),
+                          work / "small")
+    small_market = load_prepared(small)
+    rspec = opt.OptimizeSpec(base=RunConfig(strategy="bench.bench_optimize:SmaCross",
+                                            bars="bench", borrow=True),
+                             dims=(opt.parse_dimension("fast=2:40", "bench.bench_optimize:"
+                                                       "SmaCross"),
+                                   opt.parse_dimension("slow=41:200", "bench.bench_"
+                                                       "optimize:SmaCross")),
+                             search="random", n_trials=N_RANDOM, seed=1)
+    with PeakRss() as rss:
+        t_rand, rtrials = _timed(rspec, small_market, small, opt.LocalPool(small, 2),
+                                 work / "random")
+    print(f"random search: {len(rtrials)} trials x {RANDOM_BARS} bars in {t_rand:.1f} s, "
+          f"peak of all processes: RSS {rss.peak / 2**20:.0f} MB (shared pages counted "
+          f"once per process), PSS {rss.peak_pss / 2**20:.0f} MB (shared pages split)")
+    return {"n_trials": len(rtrials), "n_bars": RANDOM_BARS, "seconds": t_rand,
+            "peak_rss_mb_all_processes": rss.peak / 2**20,
+            "peak_pss_mb_all_processes": rss.peak_pss / 2**20}
 
 
 if __name__ == "__main__":
