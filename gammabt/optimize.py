@@ -874,7 +874,10 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
             best_config = dataclasses.replace(
                 config, params=tuple({**dict(config.params), **params}.items()),
                 label=f"{folder.name}-best")
-            best_folder = write_run(run(best_config, market), results_dir)
+            # a resumed optimization with the same winner keeps the folder it wrote
+            done = sorted(results_dir.glob(f"*-{best_config.label}-{best['digest'][:8]}"))
+            best_folder = done[-1] if done else write_run(run(best_config, market),
+                                                          results_dir)
         title = f"{config.strategy}: {search} search, {len(trials)} trials"
     else:
         trials = pd.concat([pd.read_parquet(p).assign(fold=i) for i, p in enumerate(

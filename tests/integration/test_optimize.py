@@ -291,6 +291,7 @@ def test_cli_prepare_optimize_and_run_prepared(tmp_path, capsys) -> None:
                  "--grid", "momentum_min=0.002:0.004:0.002", "--constraint",
                  "max_drawdown>-0.5", "--name", "t", "--no-progress", "--results",
                  str(res)]) == 0
+    assert len([p for p in res.iterdir() if "opt-t-best" in p.name]) == 1  # not re-run
     # a prepared run equals a run from the files
     assert main(["run", "--prepared", str(tmp_path / "p"), "--results", str(tmp_path / "a"),
                  "--from", "2025-01-08"]) == 0
