@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 TOPICS = ("gamma", "feed", "simulator", "liquidation", "instruments", "study", "report",
-          "second_order")
+          "second_order", "optimize")
 
 
 def main(argv: list[str]) -> int:

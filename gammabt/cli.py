@@ -6,6 +6,7 @@ exits 1. ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -177,75 +178,95 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
     _report_run(result, folder)
 
 
-@cli.command("run")
-@click.option("--strategy", default="gamma_flip", show_default=True,
-              help="Registered name (see `gammabt strategies`), path/to/file.py:Class "
-                   "or package.module:Class.")
-@click.option("--bars", type=IN_FILE,
-              help="OHLCV bars file (CSV, gz, Parquet; format auto-detected).")
-@click.option("--chain", multiple=True, type=IN_FILE,
-              help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
-                   "repeat for several files.")
-@click.option("--spot", type=IN_FILE,
-              help="Bars used to complete a chain without an underlying column.")
-@click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A folder written by `gammabt simulate` (bars, chain and the rest).")
-@click.option("--funding", type=IN_FILE,
-              help="Perp funding rates (8-hourly or daily) -> funding_ann line.")
-@click.option("--futures", type=IN_FILE,
-              help="Dated futures prices (ts, expiry, price; or an OptionsDX chain file).")
-@click.option("--perp", type=IN_FILE,
-              help="Perp bars: their volume drives the liquidation map when no OI is given.")
-@click.option("--oi", type=IN_FILE,
-              help="Perp open-interest history -> liquidation map.")
-@click.option("--liquidations", type=IN_FILE,
-              help="Observed liquidation events (Binance forceOrder layout).")
-@click.option("--barriers", type=IN_FILE,
-              help="Barrier-option book: ts, type, strike, barrier, expiry, notional, "
-                   "dealer_side[, iv] (CSV or Parquet).")
-@click.option("--barrier-flip/--no-barrier-flip", default=None,
-              help="Count the barrier book in gex, regime and the gamma flip. [default: yes]")
-@click.option("--config", "config_file", type=IN_FILE,
-              help="A TOML run config; command-line options override it.")
-@click.option("--param", "params", multiple=True, metavar="K=V",
-              help="Strategy parameter, repeatable.")
-@click.option("--from", "start", help="First bar (UTC date/time, inclusive).")
-@click.option("--to", "end", help="End (UTC date/time, exclusive).")
-@click.option("--freq", help="Resample bars to this timeframe, e.g. 4h.")
-@click.option("--cash", type=float, help="Starting cash, USD.  [default: 100000]")
-@click.option("--commission-bps", type=float, help="Commission, bps of notional. [default: 5]")
-@click.option("--slippage-bps", type=float, help="Slippage, bps of price. [default: 2]")
-@click.option("--percent", type=float, help="Position size, % of equity. [default: 95]")
-@click.option("--max-staleness", help="Oldest usable chain snapshot. [default: 26h]")
-@click.option("--dealer", type=click.Choice(["auto", "long_calls_short_puts",
-                                             "short_calls_long_puts", "explicit"]),
-              help="Dealer positioning for GEX. [default: auto = explicit positions when "
-                   "the chain has them, else long calls / short puts]")
-@click.option("--instrument", type=click.Choice(["spot", "perp"]),
-              help="What single-leg strategies trade. [default: spot]")
-@click.option("--borrow/--no-borrow", default=None,
-              help="Allow short spot sales, charged the spot borrow APR. [default: no]")
-@click.option("--term", "terms", multiple=True, metavar="KIND.FIELD=V",
-              help="Trading terms per instrument kind (spot, perp, future), repeatable: "
-                   "taker_bps, maker_bps, leverage, mmr, liquidation_fee_bps, borrow_apr; "
-                   "e.g. --term perp.leverage=5.")
-@click.option("--front-min-dte", type=float,
-              help="Days to expiry below which the front series rolls. [default: 7]")
-@click.option("--label", callback=_label_option,
-              help="Name for the run (letters, digits, - _ .): in its id, `gammabt ls` and "
-                   "every page.")
-@click.option("--results", "results_dir", default="results", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
-def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
-            results_dir: Path, **options: Any) -> None:
-    """Run one backtest and write results/<run_id>/ (metrics, trades, tearsheet)."""
-    from gammabt.config import RunConfig
-    from gammabt.results import write_run
-    from gammabt.run import run as run_backtest
+def _run_options(func: Any) -> Any:
+    """The options shared by ``run``, ``prepare`` and ``optimize`` (inputs, costs, window)."""
+    for option in reversed(_RUN_OPTIONS):
+        func = option(func)
+    return func
+
+
+_RUN_OPTIONS = [
+    click.option("--strategy", default="gamma_flip", show_default=True,
+                 help="Registered name (see `gammabt strategies`), path/to/file.py:Class "
+                 "or package.module:Class."),
+    click.option("--bars", type=IN_FILE,
+                 help="OHLCV bars file (CSV, gz, Parquet; format auto-detected)."),
+    click.option("--chain", multiple=True, type=IN_FILE,
+                 help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
+                 "repeat for several files."),
+    click.option("--spot", type=IN_FILE,
+                 help="Bars used to complete a chain without an underlying column."),
+    click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="A folder written by `gammabt simulate` (bars, chain and the rest)."),
+    click.option("--funding", type=IN_FILE,
+                 help="Perp funding rates (8-hourly or daily) -> funding_ann line."),
+    click.option("--futures", type=IN_FILE,
+                 help="Dated futures prices (ts, expiry, price; or an OptionsDX chain file)."),
+    click.option("--perp", type=IN_FILE,
+                 help="Perp bars: their volume drives the liquidation map when no OI is given."),
+    click.option("--oi", type=IN_FILE, help="Perp open-interest history -> liquidation map."),
+    click.option("--liquidations", type=IN_FILE,
+                 help="Observed liquidation events (Binance forceOrder layout)."),
+    click.option("--barriers", type=IN_FILE,
+                 help="Barrier-option book: ts, type, strike, barrier, expiry, notional, "
+                 "dealer_side[, iv] (CSV or Parquet)."),
+    click.option("--barrier-flip/--no-barrier-flip", default=None,
+                 help="Count the barrier book in gex, regime and the gamma flip. "
+                 "[default: yes]"),
+    click.option("--config", "config_file", type=IN_FILE,
+                 help="A TOML run config; command-line options override it."),
+    click.option("--param", "params", multiple=True, metavar="K=V",
+                 help="Strategy parameter, repeatable."),
+    click.option("--from", "start", help="First bar (UTC date/time, inclusive)."),
+    click.option("--to", "end", help="End (UTC date/time, exclusive)."),
+    click.option("--freq", help="Resample bars to this timeframe, e.g. 4h."),
+    click.option("--cash", type=float, help="Starting cash, USD.  [default: 100000]"),
+    click.option("--commission-bps", type=float, help="Commission, bps of notional. [default: 5]"),
+    click.option("--slippage-bps", type=float, help="Slippage, bps of price. [default: 2]"),
+    click.option("--percent", type=float, help="Position size, % of equity. [default: 95]"),
+    click.option("--max-staleness", help="Oldest usable chain snapshot. [default: 26h]"),
+    click.option("--dealer", type=click.Choice(["auto", "long_calls_short_puts",
+                                                "short_calls_long_puts", "explicit"]),
+                 help="Dealer positioning for GEX. [default: auto = explicit positions when "
+                 "the chain has them, else long calls / short puts]"),
+    click.option("--instrument", type=click.Choice(["spot", "perp"]),
+                 help="What single-leg strategies trade. [default: spot]"),
+    click.option("--borrow/--no-borrow", default=None,
+                 help="Allow short spot sales, charged the spot borrow APR. [default: no]"),
+    click.option("--term", "terms", multiple=True, metavar="KIND.FIELD=V",
+                 help="Trading terms per instrument kind (spot, perp, future), repeatable: "
+                 "taker_bps, maker_bps, leverage, mmr, liquidation_fee_bps, borrow_apr; "
+                 "e.g. --term perp.leverage=5."),
+    click.option("--front-min-dte", type=float,
+                 help="Days to expiry below which the front series rolls. [default: 7]"),
+    click.option("--label", callback=_label_option,
+                 help="Name for the run (letters, digits, - _ .): in its id, `gammabt ls` "
+                 "and every page."),
+    click.option("--prepared", "prepared_dir",
+                 type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="A folder written by `gammabt prepare` (replaces the input options)."),
+]
+
+
+def _build_config(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
+                  options: dict[str, Any], prepared_dir: Path | None = None) -> Any:
+    """A RunConfig from the command line (and the prepared market's inputs, if any)."""
+    from gammabt.config import INPUTS, RunConfig
 
     data: dict[str, Any] = {}
     if config_file is not None:
         data = RunConfig.from_toml(config_file).to_dict()
+    if prepared_dir is not None:
+        from gammabt.prepared import read_manifest
+
+        given = [k for k in INPUTS if options.get(k) not in (None, ())]
+        if given:
+            raise ConfigError(f"--{given[0]} given with --prepared", column=given[0],
+                              expected="inputs from the prepared folder only",
+                              fix=f"drop --{given[0]}, or drop --prepared")
+        market = read_manifest(prepared_dir)["market"]
+        data.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in market.items()
+                     if v is not None})
     for key, value in options.items():
         if isinstance(value, tuple):
             if value:
@@ -267,10 +288,106 @@ def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str,
             raise ConfigError(f"--term {key}={value!r} is not a number", column="terms",
                               expected="a number", fix="e.g. --term perp.taker_bps=4") from None
     data["terms"] = merged_terms
-    config = RunConfig.from_mapping(data, source="command line")
-    result = run_backtest(config)
+    return RunConfig.from_mapping(data, source="command line")
+
+
+@cli.command("run")
+@_run_options
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
+            results_dir: Path, prepared_dir: Path | None, **options: Any) -> None:
+    """Run one backtest and write results/<run_id>/ (metrics, trades, tearsheet)."""
+    from gammabt.results import write_run
+    from gammabt.run import run as run_backtest
+
+    config = _build_config(config_file, params, terms, options, prepared_dir)
+    market = None
+    if prepared_dir is not None:
+        from gammabt.prepared import load_prepared
+
+        market = load_prepared(prepared_dir)
+    result = run_backtest(config, market)
     folder = write_run(result, results_dir)
     _report_run(result, folder)
+
+
+@cli.command()
+@_run_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the prepared market into.")
+def prepare(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
+            out: Path, prepared_dir: Path | None, **options: Any) -> None:
+    """Load the inputs, compute every analytic over the full history, write --out.
+
+    Runs and optimizations given `--prepared OUT` then slice any window of it without
+    reloading or recomputing anything.
+    """
+    from gammabt.prepared import save_prepared
+    from gammabt.run import prepare as prepare_market
+
+    if prepared_dir is not None:
+        raise ConfigError("--prepared given to prepare", column="prepared",
+                          expected="input files", fix="pass --bars/--market etc.")
+    config = _build_config(config_file, params, terms, options)
+    market = prepare_market(dataclasses.replace(config, start=None, end=None))
+    folder = save_prepared(market, out)
+    spot = market.legs[0][1]
+    console.print(f"Prepared {len(spot)} bars, {len(market.legs)} instrument(s), key "
+                  f"{market.key[:12]} -> {folder}")
+
+
+@cli.command()
+@_run_options
+@click.option("--grid", "grid", multiple=True, metavar="K=A,B,C|K=LO:HI:STEP|K=LO:HI",
+              help="A searched parameter, repeatable: values, an inclusive stepped range, "
+                   "or (random/Optuna only) a continuous range.")
+@click.option("--random", "n_random", type=click.IntRange(min=1),
+              help="Draw N configurations from the --grid space (seeded).")
+@click.option("--optuna", "n_optuna", type=click.IntRange(min=1),
+              help="N Optuna TPE trials (seeded; the study resumes from study.db).")
+@click.option("--objective", default="sharpe", show_default=True,
+              help="Metric to maximize (any scalar in metrics.json).")
+@click.option("--constraint", "constraints", multiple=True, metavar="METRIC<OP>VALUE",
+              help='Feasibility limit, repeatable, e.g. "max_drawdown>-0.3".')
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes (1 = in this process).")
+@click.option("--dask-local", "dask_local", type=click.IntRange(min=1),
+              help="Run on a Dask LocalCluster with N worker processes (loopback).")
+@click.option("--scheduler", help="Run on an existing Dask scheduler, e.g. tcp://HOST:8786.")
+@click.option("--walk-forward", "walk", metavar="train=180d,test=30d[,anchored]",
+              help="Optimize per training window, run the winner on the next test window.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", help="Folder name: results/opt-NAME (default: a hash of the search).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
+             prepared_dir: Path | None, grid: tuple[str, ...], n_random: int | None,
+             n_optuna: int | None, objective: str, constraints: tuple[str, ...],
+             workers: int, dask_local: int | None, scheduler: str | None, walk: str | None,
+             seed: int, name: str | None, no_progress: bool, results_dir: Path,
+             **options: Any) -> None:
+    """Search strategy parameters on a prepared market; say whether the winner is real.
+
+    Writes results/opt-<id>/: trials.parquet (incremental, resumable), summary.html,
+    stats.json, and re-runs the best configuration as a normal run folder.
+    """
+    from gammabt.optimize import run_optimization
+
+    config = _build_config(config_file, params, terms, options, prepared_dir)
+    if n_random and n_optuna:
+        raise ConfigError("--random and --optuna together", column="search",
+                          expected="one search kind", fix="drop one of them")
+    if sum(x is not None for x in (dask_local, scheduler)) + (workers > 1) > 1:
+        raise ConfigError("more than one executor", column="workers",
+                          expected="--workers N, --dask-local N or --scheduler ADDR",
+                          fix="pick one")
+    run_optimization(config, grid=grid, n_random=n_random, n_optuna=n_optuna,
+                     objective=objective, constraints=constraints, workers=workers,
+                     dask_local=dask_local, scheduler=scheduler, walk=walk, seed=seed,
+                     name=name, results_dir=results_dir, prepared_dir=prepared_dir,
+                     console=console, progress=not no_progress)
 
 
 @cli.command()

@@ -7,19 +7,24 @@ Writing the result to disk is a separate, atomic step (``gammabt.results``).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import platform
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from feeds.barriers import load_barriers
-from feeds.btfeed import build_arrays
+from feeds.btfeed import FeedArrays, build_arrays
 from feeds.derivs import (
     load_funding,
     load_futures,
@@ -40,7 +45,7 @@ from feeds.legs import (
 from feeds.loaders import bar_freq, load_bars, load_chain
 from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
-from gammabt.config import RunConfig, input_sha256
+from gammabt.config import INPUTS, RunConfig, input_sha256
 from gammabt.report import account_metrics, compute_metrics
 from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
@@ -120,7 +125,13 @@ def package_versions() -> dict[str, str]:
 
 
 def load_inputs(config: RunConfig) -> MarketInputs:
-    """Read the config's input files into canonical tables and the feed's analytics."""
+    """Read the config's input files into canonical tables and the feed's analytics.
+
+    Everything is computed over the **full history** of the inputs, whatever
+    ``config.start``/``config.end`` say: the window is applied when the feeds are built
+    (:func:`build_legs`), so a run that starts later still sees the liquidation map,
+    z-scores and snapshots that the earlier bars built up (point in time).
+    """
     hashes = {role: input_sha256(path) for role, path in config.inputs().items()}
     # the strategy's code is an input too: a changed file is a different run
     hashes["strategy_source"] = strategy_source_sha256(config.strategy)
@@ -147,12 +158,8 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         path = getattr(config, role)
         if path is not None:
             tables[role] = loader(path)
-    bars = _clip(bars_table.to_pandas(), config)
-    if len(bars) < 2:
-        raise DataError("fewer than two bars in the selected range",
-                        source=config.bars or config.market, column="ts",
-                        expected="at least two bars between --from and --to",
-                        fix="widen the date range or check the bars file")
+    bars = bars_table.to_pandas()
+    window_bounds(bars["ts"], config)  # refuse an empty window before the analytics
     summary = strikes = None
     chain = tables["chain"]
     if chain is not None:
@@ -193,7 +200,7 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         notes.append(f"liquidation map estimated from {source}"
                      + (" with observed liquidations" if tables["liquidations"] is not None
                         else ""))
-    perp = None if tables["perp"] is None else _clip(tables["perp"].to_pandas(), config)
+    perp = None if tables["perp"] is None else tables["perp"].to_pandas()
     return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
                         liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
                         barrier_lines=barrier_lines,
@@ -259,38 +266,195 @@ def _with_volume_of(bars: pd.DataFrame, perp: pa.Table) -> pd.DataFrame:
     return out
 
 
-def _clip(bars: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
-    if config.start is not None:
-        bars = bars[bars["ts"] >= pd.Timestamp(config.start)]
-    if config.end is not None:
-        bars = bars[bars["ts"] < pd.Timestamp(config.end)]
-    return bars.reset_index(drop=True)
+def window_bounds(ts: pd.Series | pd.DatetimeIndex, config: RunConfig) -> tuple[int, int]:
+    """Positions ``lo:hi`` of the bars whose open ``ts`` lies in ``[start, end)``.
+
+    Raises
+    ------
+    DataError
+        Fewer than two bars in the window.
+    """
+    stamps = pd.DatetimeIndex(ts)
+
+    def utc(value: str) -> pd.Timestamp:
+        stamp = pd.Timestamp(value)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+    lo = 0 if config.start is None else int(stamps.searchsorted(utc(config.start)))
+    hi = len(stamps) if config.end is None else int(stamps.searchsorted(utc(config.end)))
+    if hi - lo < 2:
+        raise DataError("fewer than two bars in the selected range",
+                        source=config.bars or config.market, column="ts",
+                        expected="at least two bars between --from and --to",
+                        fix="widen the date range or check the bars file")
+    return lo, hi
 
 
-def build_legs(config: RunConfig, inputs: MarketInputs) -> list[InstrumentFeed]:
-    """One feed per tradable instrument on the spot bars' clock, the traded one first.
+@dataclass(frozen=True, eq=False)
+class PreparedMarket:
+    """Every instrument's feed arrays over the full history, ready to run any window.
+
+    Built once by :func:`prepare` (or loaded memory-mapped by
+    ``gammabt.prepared.load_prepared``); a run only slices the arrays to its window, so
+    each window sees the analytics the full history built up to its bars (point in
+    time) and identical lines on the bars it shares with any other window.
+
+    Attributes
+    ----------
+    legs
+        ``(Leg, FeedArrays)`` pairs in feed order: spot, perp, futures by expiry, front.
+    market
+        The config fields the arrays depend on (:data:`MARKET_FIELDS`).
+    key
+        sha256 of ``market`` (paths excluded) and the inputs' content hashes.
+    """
+
+    legs: tuple[tuple[Leg, FeedArrays], ...]
+    market: dict[str, Any]
+    key: str
+    input_hashes: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    # the loaded inputs, when prepared in this process: the report page draws from them
+    # (never stored or shipped to workers)
+    inputs: MarketInputs | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["inputs"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+    def bars(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+        """Spot ``ts, open, close`` of bars ``lo:hi`` (for buy and hold)."""
+        spot = self.legs[0][1]
+        return pd.DataFrame({"ts": pd.to_datetime(spot.open_us[lo:hi], unit="us", utc=True),
+                             "open": spot.lines["open"][lo:hi],
+                             "close": spot.lines["close"][lo:hi]})
+
+
+#: config fields the prepared arrays depend on (besides the input files' contents)
+MARKET_FIELDS = ("freq", "dealer", "zscore_window", "max_staleness", "front_min_dte")
+
+
+def market_fields(config: RunConfig) -> dict[str, Any]:
+    """The input paths and analytic settings of ``config`` that a prepared market fixes."""
+    data = config.to_dict()
+    return {key: data[key] for key in (*INPUTS, *MARKET_FIELDS)}
+
+
+def market_key(config: RunConfig, input_hashes: dict[str, str]) -> str:
+    """sha256 of the analytic settings and the inputs' content hashes (not their paths)."""
+    settings = {k: v for k, v in market_fields(config).items() if k not in INPUTS}
+    hashes = {k: v for k, v in input_hashes.items() if k != "strategy_source"}
+    payload = json.dumps({"market": settings, "inputs": hashes}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def leg_arrays(config: RunConfig, inputs: MarketInputs) -> list[tuple[Leg, FeedArrays]]:
+    """Every instrument's :class:`FeedArrays` over all of ``inputs.bars``.
 
     Spot always; the perpetual when perp bars are given (funding from the funding
     input); one dated future per expiry of the futures input plus the ``front`` signal
-    series. Every feed carries the spot feed's gamma, liquidation and basis lines.
+    series. Every leg carries the spot feed's gamma, liquidation and basis lines.
     """
     arrays = build_arrays(inputs.bars, summary=inputs.summary, strikes=inputs.strikes,
                           extra=inputs.extra, liq_lines=inputs.liq_lines,
                           liq_map=inputs.liq_map, barrier_lines=inputs.barrier_lines,
                           max_staleness=config.max_staleness)
-    feeds = {"spot": leg_feed(arrays, Leg("spot", "spot"))}
+    out = [(Leg("spot", "spot"), arrays)]
     if inputs.perp is not None:
         lines = bar_leg_lines(arrays, inputs.perp)
         if inputs.funding is not None:
             lines["funding_rate"] = funding_per_bar(arrays, inputs.funding)
-        feeds["perp"] = leg_feed(with_lines(arrays, lines), Leg("perp", "perp"))
+        out.append((Leg("perp", "perp"), with_lines(arrays, lines)))
     if inputs.futures is not None:
         legs = future_legs(inputs.futures, arrays, arrays.lines["close"])
         for leg, lines in sorted(legs.items(), key=lambda item: item[0].expiry):
-            feeds[leg.name] = leg_feed(with_lines(arrays, lines), leg)
+            out.append((leg, with_lines(arrays, lines)))
         if legs:
             front = front_leg_lines(arrays, legs, min_dte_days=config.front_min_dte)
-            feeds["front"] = leg_feed(with_lines(arrays, front), Leg("front", "front"))
+            out.append((Leg("front", "front"), with_lines(arrays, front)))
+    return out
+
+
+def content_sha256(legs: Sequence[tuple[Leg, FeedArrays]]) -> str:
+    """sha256 of every leg's stamps and lines and the shared snapshots (the data itself,
+    so two in-memory markets built from different frames never share a key)."""
+    digest = hashlib.sha256()
+    for leg, arrays in legs:
+        digest.update(f"{leg.name}|{leg.kind}|{leg.expiry}|{arrays.bar_freq_us}".encode())
+        digest.update(np.ascontiguousarray(arrays.open_us).tobytes())
+        for name in sorted(arrays.lines):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(arrays.lines[name]).tobytes())
+    first = legs[0][1]
+    for snaps in (first.strikes, first.liq_map):
+        if snaps is None:
+            digest.update(b"none")
+            continue
+        digest.update(np.ascontiguousarray(snaps.stamps_us).tobytes())
+        columns = getattr(snaps, "columns", None)
+        if columns is not None:
+            digest.update(np.ascontiguousarray(snaps.offsets).tobytes())
+            for name in sorted(columns):
+                digest.update(np.ascontiguousarray(columns[name]).tobytes())
+        else:  # a lazy map: its per-bar summary lines stand for it
+            lines = snaps.source.lines
+            digest.update(pd.util.hash_pandas_object(lines, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def prepare(config: RunConfig, inputs: MarketInputs | None = None) -> PreparedMarket:
+    """Load the inputs (if not given) and build every leg's arrays over the full history.
+
+    The key hashes the analytic settings, the input files' contents and the prepared
+    arrays themselves.
+    """
+    inputs = inputs if inputs is not None else load_inputs(config)
+    hashes = dict(inputs.input_hashes)
+    legs = tuple(leg_arrays(config, inputs))
+    key = hashlib.sha256(f"{market_key(config, hashes)}|{content_sha256(legs)}".encode())
+    return PreparedMarket(legs=legs, market=market_fields(config), key=key.hexdigest(),
+                          input_hashes=hashes, notes=inputs.notes, inputs=inputs)
+
+
+def slice_arrays(arrays: FeedArrays, lo: int, hi: int) -> FeedArrays:
+    """Bars ``lo:hi`` of ``arrays`` (views). Snapshot and map indices stay valid: they
+    point into the full history's snapshots, which are shared."""
+    if lo == 0 and hi == len(arrays):
+        return arrays
+    return dataclasses.replace(arrays, open_us=arrays.open_us[lo:hi],
+                               close_us=arrays.close_us[lo:hi],
+                               lines={k: v[lo:hi] for k, v in arrays.lines.items()})
+
+
+def _check_market(config: RunConfig, prepared: PreparedMarket) -> None:
+    want = {k: v for k, v in market_fields(config).items() if k not in INPUTS}
+    have = {k: v for k, v in prepared.market.items() if k not in INPUTS}
+    for key, value in want.items():
+        if have.get(key) != value:
+            raise ConfigError(f"{key} = {value!r} differs from the prepared market's "
+                              f"{have.get(key)!r}", column=key,
+                              expected="the settings the market was prepared with",
+                              fix=f"drop --{key.replace('_', '-')} or prepare again with it")
+
+
+def build_legs(config: RunConfig, inputs: MarketInputs | PreparedMarket,
+               ) -> list[InstrumentFeed]:
+    """One feed per tradable instrument on the spot bars' clock, the traded one first.
+
+    The arrays cover the full history (see :func:`leg_arrays`) and are sliced to the
+    config's ``[start, end)`` window, so analytics never restart at the window start.
+    """
+    prepared = inputs if isinstance(inputs, PreparedMarket) else prepare(config, inputs)
+    _check_market(config, prepared)
+    lo, hi = window_bounds(pd.to_datetime(prepared.legs[0][1].open_us, unit="us", utc=True),
+                           config)
+    feeds = {leg.name: leg_feed(slice_arrays(arrays, lo, hi), leg)
+             for leg, arrays in prepared.legs}
     if config.instrument not in feeds:
         raise ConfigError(f"instrument {config.instrument!r} has no prices in this run",
                           column="instrument", expected="--perp FILE (or a simulated "
@@ -300,7 +464,7 @@ def build_legs(config: RunConfig, inputs: MarketInputs) -> list[InstrumentFeed]:
     return [first, *feeds.values()]
 
 
-def build_cerebro(config: RunConfig, inputs: MarketInputs) -> bt.Cerebro:
+def build_cerebro(config: RunConfig, inputs: MarketInputs | PreparedMarket) -> bt.Cerebro:
     """A Cerebro with one feed per instrument, the account broker, sizer, strategy and
     recording analyzers."""
     cerebro = bt.Cerebro(stdstats=False, runonce=config.runonce, preload=config.preload,
@@ -357,17 +521,24 @@ def buy_and_hold_returns(bars: pd.DataFrame) -> pd.Series:
     return returns
 
 
-def run(config: RunConfig, inputs: MarketInputs | None = None) -> RunResult:
-    """Run one backtest and return its immutable result (nothing is written)."""
+def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) -> RunResult:
+    """Run one backtest and return its immutable result (nothing is written).
+
+    ``inputs`` may be loaded inputs, a :class:`PreparedMarket` (the fast path for many
+    runs on one market: nothing is loaded or recomputed), or None (load from the
+    config's files).
+    """
     started = time.perf_counter()
-    inputs = inputs if inputs is not None else load_inputs(config)
-    cerebro = build_cerebro(config, inputs)
+    prepared = inputs if isinstance(inputs, PreparedMarket) else prepare(config, inputs)
+    cerebro = build_cerebro(config, prepared)
     strategy = cerebro.run()[0]
     equity = strategy.analyzers.equity.get_analysis()
     orders = strategy.analyzers.orders.get_analysis()
     trades = strategy.analyzers.trades.get_analysis()
     returns = daily_returns(equity, config.cash)
-    benchmark = buy_and_hold_returns(inputs.bars).reindex(returns.index)
+    lo, hi = window_bounds(pd.to_datetime(prepared.legs[0][1].open_us, unit="us", utc=True),
+                           config)
+    benchmark = buy_and_hold_returns(prepared.bars(lo, hi)).reindex(returns.index)
     metrics = compute_metrics(returns, benchmark, periods_per_year=365, trades=trades,
                               orders=orders)
     metrics["final_value"] = float(equity["value"].iloc[-1]) if len(equity) else config.cash
@@ -378,12 +549,15 @@ def run(config: RunConfig, inputs: MarketInputs | None = None) -> RunResult:
     metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
         name for name, (leg, _) in broker.legs.items() if leg.kind == "spot")))
     metrics["refusals"] = dict(sorted(broker.refusals.items()))
-    digest = config.digest(inputs.input_hashes)
+    # the strategy's code is an input too (the prepared market may have named another)
+    hashes = {**prepared.input_hashes,
+              "strategy_source": strategy_source_sha256(config.strategy)}
+    digest = config.digest(hashes)
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp}-{config.label or _run_name(config.strategy)}-{digest[:8]}"
     return RunResult(config=config, run_id=run_id, digest=digest, returns=returns,
                      benchmark=benchmark, equity=equity, trades=trades, orders=orders,
                      metrics=metrics, ledger=ledger, positions=positions,
-                     input_hashes=inputs.input_hashes,
-                     versions=package_versions(), notes=inputs.notes,
-                     elapsed_s=time.perf_counter() - started, inputs=inputs)
+                     input_hashes=hashes,
+                     versions=package_versions(), notes=prepared.notes,
+                     elapsed_s=time.perf_counter() - started, inputs=prepared.inputs)

@@ -1,0 +1,281 @@
+"""Optimization benchmark: a 16-config grid on a prepared market vs ``cerebro.optstrategy``.
+
+Setup (seeded, in one process): 20,000 hourly bars with a gamma snapshot per bar
+(the feed carries the gamma, liquidation and basis lines), prepared once and written
+as a memory-mapped folder.
+
+1. A 4 x 4 SMA-crossover grid (``SmaCross`` below) and a 4 x 4 ``gamma_flip`` grid:
+   Backtrader's ``cerebro.optstrategy(maxcpus=2)`` on the same Cerebro (same feeds,
+   broker, sizer, analyzers; metrics computed by the same code as a run) vs
+   ``gammabt.optimize`` with a local pool of 2 workers. Throughput ratio and the
+   largest metric difference per config (must be 0).
+2. 1 -> 2 local workers speed-up; Dask ``LocalCluster`` (2 processes) vs the pool.
+3. Dispatch plus setup per trial: wall time x workers / trials minus the mean backtest
+   time measured inside the workers, as a share of that backtest time.
+4. Peak resident memory (all processes, sampled every 0.1 s) of a random search of
+   ``N_RANDOM`` trials on a shorter market (``RANDOM_BARS`` bars).
+
+Run: ``.venv/bin/python -m bench.bench_optimize`` (or ``make bench``). Environment
+``BENCH_OPT_BARS``, ``BENCH_OPT_RANDOM`` and ``BENCH_OPT_RANDOM_BARS`` shrink it for a
+quick look; ``BENCH_OPT_ONLY=random`` runs the memory part alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import psutil
+
+from gammabt import optimize as opt
+from gammabt.config import RunConfig
+from gammabt.prepared import load_prepared, save_prepared
+from gammabt.report import compute_metrics
+from gammabt.run import (
+    MarketInputs,
+    build_cerebro,
+    buy_and_hold_returns,
+    daily_returns,
+    prepare,
+)
+from strategies.base import GammaStrategy
+
+N_BARS = int(os.environ.get("BENCH_OPT_BARS", 20_000))
+N_RANDOM = int(os.environ.get("BENCH_OPT_RANDOM", 1_000))
+RANDOM_BARS = int(os.environ.get("BENCH_OPT_RANDOM_BARS", 2_000))
+SMA_GRID = ("fast=5,10,15,20", "slow=30,50,80,120")
+FLIP_GRID = ("lookback=6,12,18,24", "momentum_min=0.002,0.004,0.006,0.008")
+METRICS = ("sharpe", "total_return", "max_drawdown", "final_value", "n_trades", "n_orders")
+
+
+class SmaCross(GammaStrategy):
+    """Long while the fast SMA of the close is above the slow one, flat otherwise."""
+
+    params = (("fast", 10), ("slow", 50))
+    param_ranges = {"fast": (1, 10_000), "slow": (2, 10_000)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        fast = bt.ind.SMA(self.data.close, period=self.p.fast)
+        slow = bt.ind.SMA(self.data.close, period=self.p.slow)
+        self.cross = fast - slow
+
+    def next(self) -> None:
+        if self.pending is not None:
+            return
+        want = 1 if self.cross[0] > 0 else 0
+        if want != self.direction():
+            self.go(want)
+
+
+def hourly_inputs(n: int, seed: int = 5) -> MarketInputs:
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2022-01-01", periods=n, freq="1h", tz="UTC").as_unit("us")
+    close = 40_000 * np.exp(np.cumsum(rng.normal(0, 0.006, n)))
+    open_ = np.r_[40_000, close[:-1]]
+    wick = np.abs(rng.normal(0, 0.002, n)) * close
+    bars = pd.DataFrame({"ts": ts, "open": open_, "high": np.maximum(open_, close) + wick,
+                         "low": np.minimum(open_, close) - wick, "close": close,
+                         "volume": 10.0})
+    regime = np.where(np.sin(np.arange(n) / 150) > 0, 1.0, -1.0)
+    summary = pd.DataFrame({"ts": ts, "spot": close, "gex": regime * 1e8,
+                            "gamma_flip": close * (1 - 0.02 * regime),
+                            "call_wall": close * 1.1, "put_wall": close * 0.9,
+                            "regime": regime, "n_contracts": 100})
+    return MarketInputs(bars=bars, summary=summary)
+
+
+def _grid_values(grid: tuple[str, ...], strategy: str) -> dict[str, list[Any]]:
+    return {d.name: list(d.values) for d in (opt.parse_dimension(g, strategy) for g in grid)}
+
+
+def optstrategy_baseline(config: RunConfig, market: Any, strategy: type,
+                         grid: dict[str, list[Any]]) -> tuple[float, dict[tuple, dict]]:
+    """Backtrader's own optimizer on the same Cerebro; metrics as ``gammabt.run`` does
+    (timed together: both sides deliver the same metrics per config)."""
+    cerebro = build_cerebro(config, market)
+    cerebro.strats.clear()
+    cerebro.optstrategy(strategy, **grid)
+    started = time.perf_counter()
+    results = cerebro.run(maxcpus=2, optreturn=True)
+    bench_bars = market.bars()
+    out = {}
+    for [strat] in results:
+        equity = strat.analyzers.equity.get_analysis()
+        returns = daily_returns(equity, config.cash)
+        benchmark = buy_and_hold_returns(bench_bars).reindex(returns.index)
+        metrics = compute_metrics(returns, benchmark, periods_per_year=365,
+                                  trades=strat.analyzers.trades.get_analysis(),
+                                  orders=strat.analyzers.orders.get_analysis())
+        metrics["final_value"] = float(equity["value"].iloc[-1])
+        key = tuple(getattr(strat.params, k) for k in grid)
+        out[key] = metrics
+    # the metrics are part of the job: a trial row of gammabt carries them too
+    return time.perf_counter() - started, out
+
+
+def _timed(spec: opt.OptimizeSpec, market: Any, folder: Path, executor: opt.Executor,
+           out: Path) -> tuple[float, pd.DataFrame]:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    try:
+        trials = opt.optimize(spec, market, folder, executor, folder=out).trials
+    finally:
+        executor.close()
+    return time.perf_counter() - started, trials
+
+
+def _max_diff(trials: pd.DataFrame, baseline: dict[tuple, dict], names: list[str]) -> float:
+    worst = 0.0
+    for _, row in trials.iterrows():
+        ref = baseline[tuple(row[f"param.{n}"] for n in names)]
+        for m in METRICS:
+            a, b = float(row[m]), float(ref[m])
+            if np.isnan(a) and np.isnan(b):
+                continue
+            worst = max(worst, abs(a - b))
+    return worst
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Equal trial rows (NaN equals NaN; elapsed time and column order ignored)."""
+    cols = sorted(set(a.columns) - {"elapsed_s"})
+    if cols != sorted(set(b.columns) - {"elapsed_s"}):
+        return False
+    try:
+        pd.testing.assert_frame_equal(a[cols].reset_index(drop=True),
+                                      b[cols].reset_index(drop=True), check_exact=True)
+    except AssertionError:
+        return False
+    return True
+
+
+class PeakRss:
+    """Samples the summed RSS of this process and all its descendants."""
+
+    def __init__(self, every_s: float = 0.1) -> None:
+        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self.peak_pss = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = pss = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                    total += info.rss
+                    pss += getattr(info, "pss", info.rss)
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self.peak_pss = max(self.peak_pss, pss)
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> dict[str, Any]:
+    opt.quiet()
+    work = Path(tempfile.mkdtemp(prefix="bench-opt-"))
+    figures: dict[str, Any] = {"n_bars": N_BARS}
+    if os.environ.get("BENCH_OPT_ONLY") == "random":
+        try:
+            return {"random": random_memory(work)}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    try:
+        inputs = hourly_inputs(N_BARS)
+        base = RunConfig(strategy="gamma_flip", bars="bench", borrow=True)
+        folder = save_prepared(prepare(base, inputs), work / "market")
+        market = load_prepared(folder)
+        print(f"{N_BARS} hourly bars, 16-config grids, 2 cores")
+        print(f"{'grid':10s} {'optstrategy s':>13s} {'gammabt s':>10s} {'ratio':>6s} "
+              f"{'max |diff|':>10s}")
+        sma_spec = None
+        for label, strategy_spec, cls, grid in (
+                ("sma_cross", "bench.bench_optimize:SmaCross", SmaCross, SMA_GRID),
+                ("gamma_flip", "gamma_flip", None, FLIP_GRID)):
+            config = RunConfig(strategy=strategy_spec, bars="bench", borrow=True)
+            from strategies.registry import get_strategy
+
+            klass = cls if cls is not None else get_strategy(strategy_spec)
+            values = _grid_values(grid, strategy_spec)
+            t_bt, baseline = optstrategy_baseline(config, market, klass, values)
+            spec = opt.OptimizeSpec(base=config, dims=tuple(
+                opt.parse_dimension(g, strategy_spec) for g in grid))
+            t_us, trials = _timed(spec, market, folder, opt.LocalPool(folder, 2),
+                                  work / f"opt-{label}")
+            diff = _max_diff(trials, baseline, list(values))
+            print(f"{label:10s} {t_bt:13.2f} {t_us:10.2f} {t_bt / t_us:6.2f} {diff:10.2g}")
+            figures[label] = {"optstrategy_maxcpus2_s": t_bt, "gammabt_pool2_s": t_us,
+                              "throughput_ratio": t_bt / t_us, "max_metric_diff": diff,
+                              "configs_per_s": len(trials) / t_us}
+            if sma_spec is None:
+                sma_spec = (spec, t_us, trials)
+        spec, t_pool2, trials2 = sma_spec
+        t_pool1, _ = _timed(spec, market, folder, opt.LocalPool(folder, 1), work / "p1")
+        t_dask, trials_dask = _timed(spec, market, folder,
+                                     opt.DaskExecutor(folder, local_workers=2),
+                                     work / "dask")
+        same = _same_rows(trials_dask, trials2)
+        backtest = float(trials2["elapsed_s"].mean())
+        overhead = t_pool2 * 2 / len(trials2) - backtest
+        figures["workers"] = {"pool1_s": t_pool1, "pool2_s": t_pool2,
+                              "speedup_1_to_2": t_pool1 / t_pool2, "dask2_s": t_dask,
+                              "dask_vs_pool": t_dask / t_pool2, "dask_identical": same,
+                              "backtest_s_per_trial": backtest,
+                              "dispatch_setup_s_per_trial": overhead,
+                              "dispatch_share": overhead / backtest}
+        print(f"sma_cross: pool 1 worker {t_pool1:.2f} s, 2 workers {t_pool2:.2f} s "
+              f"(speed-up {t_pool1 / t_pool2:.2f}x); Dask LocalCluster 2 {t_dask:.2f} s "
+              f"({t_dask / t_pool2:.2f}x the pool, identical rows: {same})")
+        print(f"per trial: backtest {backtest:.3f} s, dispatch + setup {overhead:.3f} s "
+              f"({100 * overhead / backtest:.1f}% of the backtest)")
+        figures["random"] = random_memory(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def random_memory(work: Path) -> dict[str, Any]:
+    """Peak memory of all processes during a random search of ``N_RANDOM`` trials."""
+    base = RunConfig(strategy="gamma_flip", bars="bench", borrow=True)
+    small = save_prepared(prepare(base, hourly_inputs(RANDOM_BARS, seed=6)),
+                          work / "small")
+    small_market = load_prepared(small)
+    rspec = opt.OptimizeSpec(base=RunConfig(strategy="bench.bench_optimize:SmaCross",
+                                            bars="bench", borrow=True),
+                             dims=(opt.parse_dimension("fast=2:40", "bench.bench_optimize:"
+                                                       "SmaCross"),
+                                   opt.parse_dimension("slow=41:200", "bench.bench_"
+                                                       "optimize:SmaCross")),
+                             search="random", n_trials=N_RANDOM, seed=1)
+    with PeakRss() as rss:
+        t_rand, rtrials = _timed(rspec, small_market, small, opt.LocalPool(small, 2),
+                                 work / "random")
+    print(f"random search: {len(rtrials)} trials x {RANDOM_BARS} bars in {t_rand:.1f} s, "
+          f"peak of all processes: RSS {rss.peak / 2**20:.0f} MB (shared pages counted "
+          f"once per process), PSS {rss.peak_pss / 2**20:.0f} MB (shared pages split)")
+    return {"n_trials": len(rtrials), "n_bars": RANDOM_BARS, "seconds": t_rand,
+            "peak_rss_mb_all_processes": rss.peak / 2**20,
+            "peak_pss_mb_all_processes": rss.peak_pss / 2**20}
+
+
+if __name__ == "__main__":
+    main()
