@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gammabt.pages import write_text_atomic
 from gammabt.plotting import configure_matplotlib, quiet_report_warnings
 from indicators.errors import ConfigError, InputError
 
@@ -816,12 +817,7 @@ def write_tearsheet(
             at = page.find("</h4>")
             at = at + len("</h4>") if at >= 0 else page.find(">", page.find("<body")) + 1
             page = page[:at] + _header_html(header, notice) + page[at:]
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(page)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        write_text_atomic(path, page)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     return path

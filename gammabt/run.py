@@ -76,8 +76,22 @@ class MarketInputs:
     notes: tuple[str, ...] = ()
 
 
+class _LeavesInputsBehind:
+    """Pickling (to another process) drops ``inputs``: the loaded market only feeds the
+    report page's charts, and shipping it would cost more than the result itself."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["inputs"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+
 @dataclass(frozen=True)
-class RunResult:
+class RunResult(_LeavesInputsBehind):
     """An immutable record of one run. ``gammabt.results.write_run`` persists it."""
 
     config: RunConfig
@@ -102,16 +116,6 @@ class RunResult:
     def n_rejected(self) -> int:
         return int(self.metrics.get("n_rejected") or 0)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # The market inputs only feed the report page's charts; a pickled result (sent
-        # between processes) leaves them behind rather than carry the whole market.
-        state = dict(self.__dict__)
-        state["inputs"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            object.__setattr__(self, key, value)
 
 
 def package_versions() -> dict[str, str]:
@@ -291,7 +295,7 @@ def window_bounds(ts: pd.Series | pd.DatetimeIndex, config: RunConfig) -> tuple[
 
 
 @dataclass(frozen=True, eq=False)
-class PreparedMarket:
+class PreparedMarket(_LeavesInputsBehind):
     """Every instrument's feed arrays over the full history, ready to run any window.
 
     Built once by :func:`prepare` (or loaded memory-mapped by
@@ -317,15 +321,6 @@ class PreparedMarket:
     # the loaded inputs, when prepared in this process: the report page draws from them
     # (never stored or shipped to workers)
     inputs: MarketInputs | None = field(default=None, repr=False, compare=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["inputs"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            object.__setattr__(self, key, value)
 
     def bars(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
         """Spot ``ts, open, close`` of bars ``lo:hi`` (for buy and hold)."""
