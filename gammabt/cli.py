@@ -359,6 +359,8 @@ def prepare(config_file: Path | None, params: tuple[str, ...], terms: tuple[str,
               help="Optimize per training window, run the winner on the next test window.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", help="Folder name: results/opt-NAME (default: a hash of the search).")
+@click.option("--top", type=click.IntRange(min=1, max=50), default=3, show_default=True,
+              help="Best trials re-run as run folders and compared (compare.html).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
@@ -366,12 +368,13 @@ def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str
              prepared_dir: Path | None, grid: tuple[str, ...], n_random: int | None,
              n_optuna: int | None, objective: str, constraints: tuple[str, ...],
              workers: int, dask_local: int | None, scheduler: str | None, walk: str | None,
-             seed: int, name: str | None, no_progress: bool, results_dir: Path,
+             seed: int, name: str | None, top: int, no_progress: bool, results_dir: Path,
              **options: Any) -> None:
     """Search strategy parameters on a prepared market; say whether the winner is real.
 
     Writes results/opt-<id>/: trials.parquet (incremental, resumable), summary.html,
-    stats.json, and re-runs the best configuration as a normal run folder.
+    stats.json; re-runs the --top best configurations as normal run folders and compares
+    them (compare.html).
     """
     from gammabt.optimize import run_optimization
 
@@ -387,7 +390,7 @@ def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str
                      objective=objective, constraints=constraints, workers=workers,
                      dask_local=dask_local, scheduler=scheduler, walk=walk, seed=seed,
                      name=name, results_dir=results_dir, prepared_dir=prepared_dir,
-                     console=console, progress=not no_progress)
+                     console=console, progress=not no_progress, top=top)
 
 
 @cli.command()

@@ -568,13 +568,16 @@ def _best_value(rows: list[dict[str, Any]]) -> float:
 
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
     """The feasible trial with the highest objective (lowest trial number on ties)."""
+    top = top_trials(trials, 1)
+    return None if top.empty else top.iloc[0]
+
+
+def top_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` feasible trials with the highest objective (lowest number on ties)."""
     if trials.empty:
-        return None
+        return trials
     ok = trials[trials["feasible"] & np.isfinite(trials["objective"])]
-    if ok.empty:
-        return None
-    order = ok.sort_values(["objective", "trial"], ascending=[False, True])
-    return order.iloc[0]
+    return ok.sort_values(["objective", "trial"], ascending=[False, True]).head(k)
 
 
 def _optuna_loop(spec: OptimizeSpec, folder: Path, store: TrialStore,
@@ -798,8 +801,13 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
                      walk: str | None = None, seed: int = 0, name: str | None = None,
                      results_dir: Path = Path("results"),
                      prepared_dir: str | Path | None = None, console: Any = None,
-                     progress: bool = True) -> Path:
-    """Everything ``gammabt optimize`` does; returns the optimization folder."""
+                     progress: bool = True, top: int = 3) -> Path:
+    """Everything ``gammabt optimize`` does; returns the optimization folder.
+
+    The ``top`` best feasible trials are re-run as normal run folders (labels
+    ``<opt>-best``, ``<opt>-top2`` ...) and, when there are two or more, compared on
+    ``compare.html`` in the optimization folder.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -869,15 +877,22 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
         best = best_trial(trials)
         matrix = returns_matrix(trials) if len(trials) else pd.DataFrame()
         stats = winner_stats(matrix, None if best is None else int(best["trial"]))
-        if best is not None:
-            params = {c[6:]: _plain(best[c]) for c in best.index if c.startswith("param.")}
-            best_config = dataclasses.replace(
-                config, params=tuple({**dict(config.params), **params}.items()),
-                label=f"{folder.name}-best")
-            # a resumed optimization with the same winner keeps the folder it wrote
-            done = sorted(results_dir.glob(f"*-{best_config.label}-{best['digest'][:8]}"))
-            best_folder = done[-1] if done else write_run(run(best_config, market),
-                                                          results_dir)
+        folders = []
+        for rank, (_, row) in enumerate(top_trials(trials, top).iterrows(), start=1):
+            params = {c[6:]: _plain(row[c]) for c in row.index if c.startswith("param.")}
+            label = f"{folder.name}-best" if rank == 1 else f"{folder.name}-top{rank}"
+            ranked = dataclasses.replace(
+                config, params=tuple({**dict(config.params), **params}.items()), label=label)
+            # a resumed optimization with the same ranking keeps the folders it wrote
+            done = sorted(results_dir.glob(f"*-{label}-{row['digest'][:8]}"))
+            folders.append(done[-1] if done else write_run(run(ranked, market), results_dir))
+        if folders:
+            best_folder = folders[0]
+        if len(folders) >= 2:
+            from gammabt.compare import load_run_data, write_compare
+
+            page = write_compare([load_run_data(f) for f in folders], folder / "compare.html")
+            console.print(f"Top {len(folders)} compared: {page}")
         title = f"{config.strategy}: {search} search, {len(trials)} trials"
     else:
         trials = pd.concat([pd.read_parquet(p).assign(fold=i) for i, p in enumerate(

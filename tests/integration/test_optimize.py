@@ -286,12 +286,21 @@ def test_cli_prepare_optimize_and_run_prepared(tmp_path, capsys) -> None:
     best = [p for p in res.iterdir() if p.name.endswith(tuple("0123456789abcdef"))
             and "opt-t-best" in p.name]
     assert len(best) == 1 and (best[0] / "metrics.json").exists()
+    # the runners-up are re-run too and compared with the winner on one page
+    trials = pd.read_parquet(res / "opt-t" / "trials.parquet")
+    ranked = trials[trials["feasible"]].sort_values(["objective", "trial"],
+                                                    ascending=[False, True])
+    for rank, digest in ((2, ranked["digest"].iloc[1]), (3, ranked["digest"].iloc[2])):
+        assert len(list(res.glob(f"*-opt-t-top{rank}-{digest[:8]}"))) == 1
+    page = (res / "opt-t" / "compare.html").read_text()
+    assert "opt-t-best" in page and "opt-t-top3" in page
     # the same command again resumes: nothing left to run, same rows
     assert main(["optimize", "--prepared", str(tmp_path / "p"), "--grid", "lookback=6,12",
                  "--grid", "momentum_min=0.002:0.004:0.002", "--constraint",
                  "max_drawdown>-0.5", "--name", "t", "--no-progress", "--results",
                  str(res)]) == 0
     assert len([p for p in res.iterdir() if "opt-t-best" in p.name]) == 1  # not re-run
+    assert len([p for p in res.iterdir() if "opt-t-top" in p.name]) == 2
     # a prepared run equals a run from the files
     assert main(["run", "--prepared", str(tmp_path / "p"), "--results", str(tmp_path / "a"),
                  "--from", "2025-01-08"]) == 0
