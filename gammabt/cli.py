@@ -73,7 +73,9 @@ def _print_metrics(metrics: dict[str, Any], title: str) -> None:
 
 def _report_run(result, folder: Path) -> None:
     for note in result.notes:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(f"[dim]{escape(note)}[/dim]")
+    for warning in result.metrics.get("warnings", []):
+        err_console.print(f"[bold yellow]WARNING: {escape(warning)}[/bold yellow]")
     _print_metrics(result.metrics, f"{result.config.strategy}: {result.run_id}")
     if result.n_rejected:
         why = ", ".join(f"{n} {reason.replace('_', ' ')}"

@@ -516,6 +516,79 @@ def buy_and_hold_returns(bars: pd.DataFrame) -> pd.Series:
     return returns
 
 
+#: input role -> (leg kind whose feed carries it, line that says a value is in force)
+COVERAGE_LINES = {"chain": ("spot", "gex"), "futures": ("spot", "basis_ann"),
+                  "funding": ("spot", "funding_ann"), "oi": ("spot", "liqmap_idx"),
+                  "liquidations": ("spot", "liqmap_idx"), "perp": ("perp", "fresh"),
+                  "barriers": ("spot", "barrier_gex")}
+
+
+def input_coverage(prepared: PreparedMarket, config: RunConfig, lo: int, hi: int,
+                   ) -> dict[str, dict[str, Any]]:
+    """Per input, how much of the run's bars ``lo:hi`` it covers.
+
+    Returns
+    -------
+    dict
+        Role -> ``share`` (bars with a value in force, fraction), ``first`` and ``last``
+        (close times of the first and last such bar, ISO UTC, None when none) and
+        ``longest_gap_bars`` (the longest run of bars without a value).
+    """
+    roles = [r for r in COVERAGE_LINES if getattr(config, r, None)]
+    if config.market is not None:
+        roles = [r for r in COVERAGE_LINES if r != "barriers" or config.barriers]
+    legs = {leg.kind: arrays for leg, arrays in prepared.legs}
+    out: dict[str, dict[str, Any]] = {}
+    for role in roles:
+        kind, line = COVERAGE_LINES[role]
+        arrays = legs.get(kind)
+        if arrays is None or line not in arrays.lines:
+            have = np.zeros(hi - lo, dtype=bool)
+            close_us = legs["spot"].close_us[lo:hi]
+        else:
+            values = arrays.lines[line][lo:hi]
+            # liqmap_idx: -1 = no map in force; fresh: 1 = a price in the bar
+            have = values >= 0 if line == "liqmap_idx" else values > 0.5 \
+                if line == "fresh" else np.isfinite(values)
+            close_us = arrays.close_us[lo:hi]
+        idx = np.flatnonzero(have)
+        gaps = np.diff(np.r_[-1, idx, len(have)]) - 1
+        first, last = (_iso(close_us[idx[0]]), _iso(close_us[idx[-1]])) if idx.size \
+            else (None, None)
+        out[role] = {"share": float(have.mean()) if len(have) else 0.0,
+                     "first": first, "last": last,
+                     "longest_gap_bars": int(gaps.max()) if gaps.size else 0}
+    return out
+
+
+def _iso(us: int) -> str:
+    return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
+
+
+def coverage_problems(coverage: dict[str, dict[str, Any]], config: RunConfig) -> list[str]:
+    """Warnings for inputs the user gave that cover under half of the run's bars.
+
+    Raises
+    ------
+    DataError
+        An input given by the user covers none of the run's bars.
+    """
+    warnings_: list[str] = []
+    for role, cov in coverage.items():
+        given = getattr(config, role, None)
+        if cov["share"] == 0 and given and config.market is None:
+            source = given[0] if isinstance(given, tuple) else given
+            raise DataError(f"the {role} input covers none of the run's bars", source=source,
+                            column="ts", expected="timestamps that overlap the bars "
+                            "(within --max-staleness of a bar close)",
+                            fix="check the dates of both files, or widen --from/--to")
+        if cov["share"] < 0.5:
+            warnings_.append(f"{role} covers only {cov['share']:.0%} of the bars "
+                             f"(from {cov['first']} to {cov['last']}; longest gap "
+                             f"{cov['longest_gap_bars']} bars)")
+    return warnings_
+
+
 def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) -> RunResult:
     """Run one backtest and return its immutable result (nothing is written).
 
@@ -525,14 +598,16 @@ def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) 
     """
     started = time.perf_counter()
     prepared = inputs if isinstance(inputs, PreparedMarket) else prepare(config, inputs)
+    lo, hi = window_bounds(pd.to_datetime(prepared.legs[0][1].open_us, unit="us", utc=True),
+                           config)
+    coverage = input_coverage(prepared, config, lo, hi)
+    warnings_ = coverage_problems(coverage, config)  # refuses inputs that cover nothing
     cerebro = build_cerebro(config, prepared)
     strategy = cerebro.run()[0]
     equity = strategy.analyzers.equity.get_analysis()
     orders = strategy.analyzers.orders.get_analysis()
     trades = strategy.analyzers.trades.get_analysis()
     returns = daily_returns(equity, config.cash)
-    lo, hi = window_bounds(pd.to_datetime(prepared.legs[0][1].open_us, unit="us", utc=True),
-                           config)
     benchmark = buy_and_hold_returns(prepared.bars(lo, hi)).reindex(returns.index)
     metrics = compute_metrics(returns, benchmark, periods_per_year=365, trades=trades,
                               orders=orders)
@@ -544,6 +619,11 @@ def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) 
     metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
         name for name, (leg, _) in broker.legs.items() if leg.kind == "spot")))
     metrics["refusals"] = dict(sorted(broker.refusals.items()))
+    metrics["coverage"] = coverage
+    if not metrics.get("n_orders"):
+        warnings_.append("no order was placed: the strategy never traded (check its "
+                         "inputs' coverage and parameters)")
+    metrics["warnings"] = warnings_
     # the strategy's code is an input too (the prepared market may have named another)
     hashes = {**prepared.input_hashes,
               "strategy_source": strategy_source_sha256(config.strategy)}

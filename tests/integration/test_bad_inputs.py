@@ -134,3 +134,55 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(argv, flag, tm
     code = main([a.format(bars=bars, other=other) for a in argv])
     _assert_one_line_error(capsys, code, flag, "is the")
     assert (bars.read_bytes(), other.read_bytes()) == before
+
+
+def _hourly_bars(path: Path, start: str, n: int) -> Path:
+    import pandas as pd
+
+    import numpy as np
+
+    ts = pd.date_range(start, periods=n, freq="1h", tz="UTC")
+    close = 100.0 + np.sin(np.arange(n) / 5.0)
+    pd.DataFrame({"ts": ts, "open": close, "high": close + 1, "low": close - 1,
+                  "close": close, "volume": 1.0}).to_csv(path, index=False,
+                                                          date_format="%Y-%m-%dT%H:%M:%SZ")
+    return path
+
+
+def _funding(path: Path, start: str, n: int) -> Path:
+    import pandas as pd
+
+    ts = pd.date_range(start, periods=n, freq="8h", tz="UTC")
+    pd.DataFrame({"ts": ts, "rate_8h": 1e-4}).to_csv(path, index=False,
+                                                      date_format="%Y-%m-%dT%H:%M:%SZ")
+    return path
+
+
+def test_an_input_that_never_overlaps_the_bars_is_refused(tmp_path, capsys):
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    funding = _funding(tmp_path / "funding.csv", "2020-01-01", 30)
+    results = tmp_path / "results"
+    code = main(["run", "--bars", str(bars), "--funding", str(funding),
+                 "--results", str(results)])
+    _assert_one_line_error(capsys, code, "funding.csv", "covers none of the run's bars")
+    assert not results.exists() or not [p for p in results.iterdir() if p.is_dir()]
+
+
+def test_partial_coverage_and_zero_trades_are_said(tmp_path, capsys):
+    import json
+
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 96)
+    funding = _funding(tmp_path / "funding.csv", "2024-01-03T16:00Z", 3)  # the last day
+    results = tmp_path / "results"
+    assert main(["run", "--bars", str(bars), "--funding", str(funding),
+                 "--results", str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "funding covers only" in err and "no order was placed" in err
+    [folder] = [p for p in results.iterdir() if p.is_dir()]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    cov = metrics["coverage"]["funding"]
+    # stamps 16:00 on the 3rd, 00:00 and 08:00 on the 4th, each in force for 26 h at most:
+    # the bars closing from 16:00 on the 3rd to the last close (00:00 on the 5th): 8 + 24 + 1
+    assert cov["first"] == "2024-01-03T16:00:00+00:00"
+    assert cov["share"] == pytest.approx(33 / 96)
+    assert len(metrics["warnings"]) == 2
