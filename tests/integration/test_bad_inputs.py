@@ -137,9 +137,8 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(argv, flag, tm
 
 
 def _hourly_bars(path: Path, start: str, n: int) -> Path:
-    import pandas as pd
-
     import numpy as np
+    import pandas as pd
 
     ts = pd.date_range(start, periods=n, freq="1h", tz="UTC")
     close = 100.0 + np.sin(np.arange(n) / 5.0)
