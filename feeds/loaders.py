@@ -342,6 +342,18 @@ def load_chain(path: PathLike, *, spot: SpotLike | None = None, cache: bool = Tr
     return build()
 
 
+#: Publication delay of a chain format: a snapshot stamped ``ts`` is usable from
+#: ``ts + delay``. OptionsDX stamps are the true UTC epoch of the snapshot; the Deribit
+#: hourly file is labelled with the hour but was taken a median 27 min (up to 49 min)
+#: later, so it is used from its label + 1 h. Other formats: 0.
+CHAIN_PUBLICATION_DELAY: dict[str, pd.Timedelta] = {"deribit_hourly": pd.Timedelta("1h")}
+
+
+def chain_delay(path: PathLike) -> pd.Timedelta:
+    """The default publication delay of the chain file at ``path`` (by its format)."""
+    return CHAIN_PUBLICATION_DELAY.get(detect_format(path, "chain"), pd.Timedelta(0))
+
+
 def detect_format(path: PathLike, kind: Literal["bars", "chain"] = "bars") -> str:
     """Name of the format :func:`load_bars` / :func:`load_chain` would use for ``path``.
 

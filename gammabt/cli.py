@@ -198,6 +198,9 @@ _RUN_OPTIONS = [
                  "repeat for several files."),
     click.option("--spot", type=IN_FILE,
                  help="Bars used to complete a chain without an underlying column."),
+    click.option("--chain-delay",
+                 help="Publication delay of the chain: a snapshot is used from its stamp + "
+                 "this. [default: per format, 1h for the Deribit hourly file, else 0]"),
     click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
                  help="A folder written by `gammabt simulate` (bars, chain and the rest)."),
     click.option("--funding", type=IN_FILE,

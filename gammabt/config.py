@@ -69,6 +69,7 @@ class RunConfig:
     borrow: bool = False  # allow short spot sales (charged the spot borrow APR)
     terms: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # per-kind overrides
     front_min_dte: float = 7.0  # days: the front series rolls to the next expiry below it
+    chain_delay: str | None = None  # publication delay of the chain (default: per format)
     runonce: bool = True
     preload: bool = True
     label: str | None = None
@@ -119,15 +120,18 @@ class RunConfig:
             raise ConfigError(f"unknown dealer convention {self.dealer!r}", column="dealer",
                               expected=f"one of {list(DEALERS)}",
                               fix="use auto (the default)")
-        for name in ("max_staleness", "freq"):
+        for name in ("max_staleness", "freq", "chain_delay"):
             value = getattr(self, name)
             if value is not None:
                 try:
-                    pd.Timedelta(value)
+                    duration = pd.Timedelta(value)
                 except ValueError:
                     raise ConfigError(f"{name}={value!r} is not a duration", column=name,
                                       expected="a pandas duration like '26h' or '1D'",
                                       fix=f"set {name} to e.g. '26h'") from None
+                if duration < pd.Timedelta(0):
+                    raise ConfigError(f"{name}={value!r} is negative", column=name,
+                                      expected="a duration >= 0", fix=f"set {name} to e.g. '1h'")
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None:

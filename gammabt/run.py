@@ -22,6 +22,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feeds.barriers import load_barriers
 from feeds.btfeed import FeedArrays, build_arrays
@@ -42,7 +43,7 @@ from feeds.legs import (
     leg_feed,
     with_lines,
 )
-from feeds.loaders import bar_freq, load_bars, load_chain
+from feeds.loaders import bar_freq, chain_delay, load_bars, load_chain
 from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
 from gammabt.config import INPUTS, RunConfig, input_sha256
@@ -153,9 +154,27 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
     else:
         bars_table = load_bars(config.bars, freq=config.freq)
+    lag_us: dict[int, int] = {}  # snapshot stamp -> publication delay, both microseconds
     if config.chain:
-        parts = [load_chain(path, spot=config.spot) for path in config.chain]
+        parts = []
+        for path in config.chain:
+            table = load_chain(path, spot=config.spot)
+            lag = pd.Timedelta(config.chain_delay) if config.chain_delay is not None \
+                else chain_delay(path)
+            stamps = pc.unique(table["ts"].cast(pa.int64())).to_pylist()
+            twice = next((t for t in stamps if t in lag_us), None)
+            if twice is not None:
+                raise DataError(f"snapshot {_iso(twice)} is also in another --chain file",
+                                source=str(path), column="ts",
+                                expected="each snapshot in one file (it would count twice)",
+                                fix="drop the duplicate file or the overlapping snapshots")
+            lag_us.update(dict.fromkeys(stamps, int(lag / pd.Timedelta("1us"))))
+            parts.append(table)
         tables["chain"] = pa.concat_tables(parts, promote_options="default")
+        if any(lag_us.values()):
+            notes.append("chain snapshots used from their stamp + the publication delay "
+                         + ", ".join(sorted({str(pd.Timedelta(v, unit="us"))
+                                             for v in lag_us.values()})))
     loaders = {"funding": load_funding, "futures": load_futures, "perp": load_perp,
                "oi": load_open_interest, "liquidations": load_liquidations}
     for role, loader in loaders.items():
@@ -204,12 +223,21 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         notes.append(f"liquidation map estimated from {source}"
                      + (" with observed liquidations" if tables["liquidations"] is not None
                         else ""))
+    if any(lag_us.values()):  # usable from stamp + delay: the point-in-time joins use that
+        summary, strikes = (_published(f, lag_us) for f in (summary, strikes))
     perp = None if tables["perp"] is None else tables["perp"].to_pandas()
     return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
                         liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
                         barrier_lines=barrier_lines,
                         perp=perp, futures=tables["futures"], funding=tables["funding"],
                         input_hashes=hashes, notes=tuple(notes))
+
+
+def _published(frame: pd.DataFrame, lag_us: dict[int, int]) -> pd.DataFrame:
+    """``frame`` with each snapshot's ``ts`` moved to when it became usable."""
+    us = frame["ts"].dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64")
+    shift = pd.to_timedelta(us.map(lag_us).fillna(0).astype("int64"), unit="us")
+    return frame.assign(ts=frame["ts"] + shift)
 
 
 def _atm_iv_per_bar(bars: pd.DataFrame, summary: pd.DataFrame | None) -> Any:
@@ -331,7 +359,8 @@ class PreparedMarket(_LeavesInputsBehind):
 
 
 #: config fields the prepared arrays depend on (besides the input files' contents)
-MARKET_FIELDS = ("freq", "dealer", "zscore_window", "max_staleness", "front_min_dte")
+MARKET_FIELDS = ("freq", "dealer", "zscore_window", "max_staleness", "front_min_dte",
+                 "chain_delay")
 
 
 def market_fields(config: RunConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from feeds.loaders import bar_freq, detect_format, load_bars, load_chain
+from feeds.loaders import bar_freq, chain_delay, load_bars, load_chain
 from indicators.errors import ConfigError, DataError
 from indicators.events import (
     bootstrap_mean_ci,
@@ -39,9 +39,6 @@ FLIP_EDGES = (-np.inf, -5.0, -2.0, 0.0, 2.0, 5.0, np.inf)
 FLIP_LABELS = ("< -5%", "-5..-2%", "-2..0%", "0..2%", "2..5%", "> 5%")
 WALL_EDGES = (0.0, 2.0, 5.0, 10.0, np.inf)
 WALL_LABELS = ("< 2%", "2..5%", "5..10%", "> 10%")
-# Publication delay per chain format: OptionsDX stamps are the true UTC epoch of the
-# snapshot; the Deribit hourly file is labelled with the hour but taken up to 49 min later.
-DEFAULT_DELAY = {"optionsdx": pd.Timedelta(0), "deribit_hourly": pd.Timedelta("1h")}
 
 
 def parse_horizons(text: str) -> tuple[pd.Timedelta, ...]:
@@ -239,8 +236,7 @@ def regime_study(chains: Sequence[Path], bars: Sequence[Path] | Path, *,
     for path in chains:
         table = load_chain(path, spot=spot_src)
         s = summarize(table, dealer=resolve_dealer(dealer, table))
-        fmt = detect_format(path, "chain")
-        lag = delay if delay is not None else DEFAULT_DELAY.get(fmt, pd.Timedelta(0))
+        lag = delay if delay is not None else chain_delay(path)
         s["available_at"] = s["ts"] + lag
         s["source"] = Path(path).name
         sums.append(s)

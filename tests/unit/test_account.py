@@ -302,3 +302,43 @@ def test_daily_optionsdx_futures_fill_only_at_their_next_snapshot(real):
     assert fills.loc[name, "ts"] == next_quote.floor("h") + pd.Timedelta(hours=1)
     assert fills.loc[name, "price"] == quotes[next_quote]
     assert_identity(result, 100_000)
+
+
+@pytest.mark.realdata
+def test_the_deribit_hourly_chain_is_used_one_hour_after_its_label(real):
+    from gammabt.run import load_inputs, prepare
+
+    chain = real("options/deribit_hourly_chain_2026/full_data_sample.csv.gz")
+    spot = real("ohlcv/binance_BTCUSDT_1h_2023-2026.csv.gz")
+    config = RunConfig(bars=str(spot), chain=(str(chain),), spot=str(spot),
+                       start="2026-01-22", end="2026-01-26")
+    inputs = load_inputs(config)
+    legs = prepare(config, inputs).legs
+    spot_arrays = legs[0][1]
+    close = pd.to_datetime(spot_arrays.close_us, unit="us", utc=True)
+    gex = pd.Series(spot_arrays.lines["gex"], index=close)
+    from feeds.loaders import load_chain
+
+    first_label = load_chain(chain, spot=spot).to_pandas()["ts"].min()
+    assert first_label.minute == 0  # labelled with the hour
+    # taken up to 49 min after its label: not usable by the bar closing at the label
+    assert np.isnan(gex[first_label])
+    assert np.isfinite(gex[first_label + pd.Timedelta("1h")])
+    assert any("publication delay 0 days 01:00:00" in n for n in inputs.notes)
+    # the same snapshot with the delay overridden to 0 is used at its label
+    now = prepare(config.replace(chain_delay="0s")).legs[0][1]
+    assert np.isfinite(pd.Series(now.lines["gex"], index=close)[first_label])
+
+
+def test_a_chain_given_twice_is_refused(tmp_path):
+    from feeds.synthetic import simulate
+    from gammabt.run import load_inputs
+    from indicators.errors import DataError
+
+    m = simulate("calm", days=1, seed=0)
+    m.write(tmp_path / "m")
+    chain = tmp_path / "m" / "chain.parquet"
+    bars = tmp_path / "m" / "bars.parquet"
+    config = RunConfig(bars=str(bars), chain=(str(chain), str(chain)))
+    with pytest.raises(DataError, match="also in another --chain file"):
+        load_inputs(config)
