@@ -348,11 +348,26 @@ def load_futures(path: PathLike | Sequence[PathLike]) -> pa.Table:
     if not paths:
         raise DataError("no futures file given", expected="at least one path", fix="pass a file")
     frames = [_futures_one(p) for p in paths]
-    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     src = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
-    keys = out[["ts", "expiry"]]
-    _reject_duplicates(out["ts"], src, "ts", keys=keys)
-    return conform(out, FUTURES, src)
+    if len(frames) == 1:
+        out = frames[0]
+        _reject_duplicates(out["ts"], src, "ts", keys=out[["ts", "expiry"]])
+        return conform(out, FUTURES, src)
+    for frame in frames:  # duplicates inside one file are that file's error
+        _reject_duplicates(frame["ts"], src, "ts", keys=frame[["ts", "expiry"]])
+    out = pd.concat([f.assign(_file=str(p)) for f, p in zip(frames, paths, strict=True)],
+                    ignore_index=True)
+    # overlapping files: the same quote twice is kept once; two different prices for one
+    # (ts, expiry) are refused with both files named
+    out = out.drop_duplicates(["ts", "expiry", "price"], keep="first")
+    clash = out.duplicated(["ts", "expiry"], keep=False)
+    if clash.any():
+        rows = out[clash].sort_values(["ts", "expiry"]).head(2)
+        raise DataError(f"two prices for the future expiring {rows['expiry'].iloc[0]} at "
+                        f"{rows['ts'].iloc[0]}", source=f"{rows['_file'].iloc[0]} and "
+                        f"{rows['_file'].iloc[1]}", column="price",
+                        expected="overlapping files that agree", fix="drop one of the files")
+    return conform(out.drop(columns="_file").reset_index(drop=True), FUTURES, src)
 
 
 def _futures_one(path: PathLike) -> pd.DataFrame:

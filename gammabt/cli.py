@@ -205,8 +205,9 @@ _RUN_OPTIONS = [
                  help="A folder written by `gammabt simulate` (bars, chain and the rest)."),
     click.option("--funding", type=IN_FILE,
                  help="Perp funding rates (8-hourly or daily) -> funding_ann line."),
-    click.option("--futures", type=IN_FILE,
-                 help="Dated futures prices (ts, expiry, price; or an OptionsDX chain file)."),
+    click.option("--futures", multiple=True, type=IN_FILE,
+                 help="Dated futures prices (ts, expiry, price; or OptionsDX chain files); "
+                 "repeat for several files (merged; exact duplicates dropped)."),
     click.option("--perp", type=IN_FILE,
                  help="Perp bars: their volume drives the liquidation map when no OI is given."),
     click.option("--oi", type=IN_FILE, help="Perp open-interest history -> liquidation map."),

@@ -49,7 +49,7 @@ class RunConfig:
     spot: str | None = None
     market: str | None = None
     funding: str | None = None
-    futures: str | None = None
+    futures: tuple[str, ...] = ()  # several files are merged (e.g. monthly OptionsDX)
     perp: str | None = None
     oi: str | None = None
     liquidations: str | None = None
@@ -77,9 +77,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if isinstance(self.chain, str):
-            object.__setattr__(self, "chain", (self.chain,))
-        object.__setattr__(self, "chain", tuple(str(c) for c in self.chain))
+        for name in ("chain", "futures"):  # one path or several
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, str) else () if value is None else value
+            object.__setattr__(self, name, tuple(str(v) for v in value))
         check_label(self.label)
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
@@ -208,8 +209,9 @@ class RunConfig:
             raise ConfigError("terms must be a table of tables", source=source,
                               column="terms", expected="[terms.perp] with key = value lines",
                               fix="write e.g. [terms.perp] taker_bps = 4")
-        if isinstance(data.get("chain"), list | tuple):
-            data["chain"] = tuple(data["chain"])
+        for key in ("chain", "futures"):
+            if isinstance(data.get(key), list | tuple):
+                data[key] = tuple(data[key])
         return cls(**data)
 
     @classmethod

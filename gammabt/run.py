@@ -179,8 +179,8 @@ def load_inputs(config: RunConfig) -> MarketInputs:
                "oi": load_open_interest, "liquidations": load_liquidations}
     for role, loader in loaders.items():
         path = getattr(config, role)
-        if path is not None:
-            tables[role] = loader(path)
+        if path:  # None or () when not given; futures takes several files
+            tables[role] = loader(list(path) if isinstance(path, tuple) else path)
     bars = bars_table.to_pandas()
     window_bounds(bars["ts"], config)  # refuse an empty window before the analytics
     summary = strikes = None

@@ -231,3 +231,23 @@ def test_futures_from_optionsdx_rows_median_per_snapshot(tmp_path: Path) -> None
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_funding(tmp_path / "nope.csv")
+
+
+def test_several_futures_files_merge_drop_exact_duplicates_and_refuse_conflicts(tmp_path):
+    from feeds.derivs import load_futures
+    from indicators.errors import DataError
+
+    header = "ts,expiry,price\n"
+    a = tmp_path / "a.csv"
+    b = tmp_path / "b.csv"
+    c = tmp_path / "c.csv"
+    a.write_text(header + "2024-01-01T00:00Z,2024-03-29T08:00Z,42000\n"
+                 "2024-01-02T00:00Z,2024-03-29T08:00Z,42100\n")
+    b.write_text(header + "2024-01-02T00:00Z,2024-03-29T08:00Z,42100\n"  # the same quote
+                 "2024-01-03T00:00Z,2024-03-29T08:00Z,42200\n")
+    c.write_text(header + "2024-01-02T00:00Z,2024-03-29T08:00Z,43000\n")  # disagrees
+    merged = load_futures([a, b]).to_pandas()
+    assert merged["price"].tolist() == [42000, 42100, 42200]
+    with pytest.raises(DataError, match="two prices") as err:
+        load_futures([a, c])
+    assert "a.csv" in str(err.value) and "c.csv" in str(err.value)
