@@ -6,7 +6,7 @@ lines, already joined point-in-time), same strategy, same Cerebro settings
 no commission): bars/s of ``cerebro.run()`` (preload included), best of N runs in
 one process, and the final portfolio values, which must be equal.
 
-Second table: the cost of the issue-4 lines, ``GammaCoreFeed`` (gamma lines only,
+Second table: the cost of the liquidation, basis and funding lines, ``GammaCoreFeed`` (gamma lines only,
 strategy reads gamma lines) vs ``GammaFeed`` with liquidation and basis inputs given
 (strategy also reads them). Target: at most 25% fewer bars/s.
 
@@ -34,16 +34,16 @@ EXTRA_LINES = (*LINES_GAMMA, *LINES_LIQ, *LINES_BASIS)
 class FlipStrategy(bt.Strategy):
     """Long ``size`` units while close > gamma flip in long gamma, flat otherwise.
 
-    With ``issue4=True`` it also stays out when the basis is dislocated
+    With ``derivs_lines=True`` it also stays out when the basis is dislocated
     (``basis_z > 2``) or a large long-liquidation cluster sits within 1% below.
     """
 
-    params = (("size", 1.0), ("issue4", False))
+    params = (("size", 1.0), ("derivs_lines", False))
 
     def next(self) -> None:
         d = self.data
         want = d.close[0] > d.gamma_flip[0] and d.regime[0] > 0
-        if self.p.issue4 and want:
+        if self.p.derivs_lines and want:
             near = d.liq_below[0] > 0.99 * d.close[0] and d.liq_below_usd[0] > 5e6
             want = not (d.basis_z[0] > 2.0 or near or d.funding_ann[0] > 0.5)
         held = self.position.size
@@ -111,11 +111,11 @@ def make_inputs(n: int = N_BARS, seed: int = 7) -> dict[str, pd.DataFrame]:
     return {"bars": bars, "summary": summary, "extra": extra, "liq_lines": liq}
 
 
-def _run(data: bt.feed.DataBase, issue4: bool) -> tuple[float, float, int]:
+def _run(data: bt.feed.DataBase, derivs_lines: bool) -> tuple[float, float, int]:
     cerebro = bt.Cerebro(stdstats=False, runonce=True, preload=True, maxcpus=1)
     cerebro.broker.setcash(CASH)
     cerebro.adddata(data)
-    cerebro.addstrategy(FlipStrategy, issue4=issue4)
+    cerebro.addstrategy(FlipStrategy, derivs_lines=derivs_lines)
     started = time.perf_counter()
     strategy = cerebro.run()[0]
     elapsed = time.perf_counter() - started
@@ -132,9 +132,9 @@ def _preload_seconds(data: bt.feed.DataBase) -> float:
     return time.perf_counter() - started
 
 
-def _measure(make: Callable[[], bt.feed.DataBase], issue4: bool, repeats: int
+def _measure(make: Callable[[], bt.feed.DataBase], derivs_lines: bool, repeats: int
              ) -> dict[str, float]:
-    runs = [_run(make(), issue4) for _ in range(repeats)]
+    runs = [_run(make(), derivs_lines) for _ in range(repeats)]
     values = {value for _, value, _ in runs}
     if len(values) != 1:
         raise RuntimeError(f"non-deterministic final values {values}")
@@ -182,7 +182,7 @@ def main(n_bars: int = N_BARS, repeats: int = REPEATS) -> dict[str, Any]:
         "final_value": gamma["final_value"], "final_values_equal": True,
         "gammafeed_preload_s": gamma["preload_s"], "pandasdata_preload_s": pandas_["preload_s"],
         "core_bars_per_s": n_bars / core_["run_s"],
-        "issue4_cost_pct": 100.0 * (1.0 - core_["run_s"] / gamma["run_s"]),
+        "derivs_lines_cost_pct": 100.0 * (1.0 - core_["run_s"] / gamma["run_s"]),
     }
     print(f"feed benchmark: {n_bars:,} hourly bars, best of {repeats}, "
           "Cerebro(stdstats=False, runonce=True, preload=True)")
@@ -193,7 +193,7 @@ def main(n_bars: int = N_BARS, repeats: int = REPEATS) -> dict[str, Any]:
               f"{row['preload_s']:9.4f} {row['orders']:6d} {row['final_value']:13,.2f}")
     print(f"GammaFeed vs PandasData: {figures['ratio']:.1f}x bars/s (target >= 4x), "
           f"equal final values; bulk preload alone: {figures['ratio_bulk_preload_only']:.1f}x")
-    print(f"issue-4 lines cost {figures['issue4_cost_pct']:.1f}% of bars/s (target <= 25%); "
+    print(f"liquidation, basis and funding lines cost {figures['derivs_lines_cost_pct']:.1f}% of bars/s (target <= 25%); "
           f"from_frames (PIT joins, {n_bars:,} bars) {build_s * 1e3:.0f} ms")
     return figures
 

@@ -1,6 +1,6 @@
 """Simulator benchmark: one year of hourly bars with ~800-option hourly chains.
 
-Target (issue 3): at most 60 s and under 2 GB peak memory on the 2-core machine.
+Target: at most 60 s and under 2 GB peak memory on the 2-core machine.
 
 Each case runs in a fresh child process so that its peak resident memory
 (``VmHWM`` of the child from /proc/self/status, which includes the interpreter and

@@ -15,9 +15,9 @@ can affect that bar's trades.
 
 Lines
 -----
-``GammaCoreFeed`` (issue 2): OHLCV (``openinterest`` is 0.0), ``gex, gamma_flip,
+``GammaCoreFeed``: OHLCV (``openinterest`` is 0.0), ``gex, gamma_flip,
 call_wall, put_wall, regime, flip_dist`` and the internal ``snap_idx``.
-``GammaFeed`` adds (issue 4) ``liq_below, liq_below_usd, liq_above, liq_above_usd,
+``GammaFeed`` adds ``liq_below, liq_below_usd, liq_above, liq_above_usd,
 basis_ann, basis_z, funding_ann`` and the internal ``liqmap_idx``; lines whose input
 is not given are NaN; it also carries the second-order lines ``vanna_exp, charm_exp,
 atm_iv`` (from the summary's ``vanna, charm, atm_iv``) and ``barrier_gex,
@@ -599,7 +599,7 @@ _DT = 6  # position of 'datetime' among Backtrader's standard lines
 
 
 class GammaCoreFeed(bt.feed.DataBase):
-    """OHLCV plus the dealer-gamma lines (issue 2), bulk-preloaded from numpy.
+    """OHLCV plus the dealer-gamma lines, bulk-preloaded from numpy.
 
     Build it with :meth:`from_frames`; ``dataname`` must be a :class:`FeedArrays`.
 
@@ -619,7 +619,7 @@ class GammaCoreFeed(bt.feed.DataBase):
 
     lines = (*LINES_GAMMA, "snap_idx")
 
-    _issue4 = False
+    _derivs_lines = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -659,12 +659,12 @@ class GammaCoreFeed(bt.feed.DataBase):
         Raises
         ------
         ConfigError
-            Unknown Backtrader parameter (with a suggestion), or issue-4 inputs given
+            Unknown Backtrader parameter (with a suggestion), or liquidation/basis inputs given
             to :class:`GammaCoreFeed`.
         DataError
             Bad input frames (see :func:`build_arrays`).
         """
-        if not cls._issue4:
+        if not cls._derivs_lines:
             given = [k for k, v in (("extra", extra), ("liq_lines", liq_lines),
                                     ("liq_map", liq_map), ("barrier_lines", barrier_lines))
                      if v is not None]
@@ -874,7 +874,7 @@ class GammaCoreFeed(bt.feed.DataBase):
 
 
 class GammaFeed(GammaCoreFeed):
-    """:class:`GammaCoreFeed` plus liquidation and basis lines (issue 4).
+    """:class:`GammaCoreFeed` plus liquidation and basis lines.
 
     Lines (in addition to the gamma lines)
     --------------------------------------
@@ -904,7 +904,7 @@ class GammaFeed(GammaCoreFeed):
 
     lines = (*LINES_LIQ, *LINES_BASIS, *LINES_SECOND, "liqmap_idx")
 
-    _issue4 = True
+    _derivs_lines = True
 
     def liq_map(self, ago: int = 0) -> LiqLevels:
         """Estimated liquidation levels alive after the bar ``ago`` bars back.

@@ -1,4 +1,4 @@
-"""Statistical validation of the simulator's mechanisms (issue 3).
+"""Statistical validation of the simulator's mechanisms.
 
 Fixed seeds (0..N-1, never selected), pooled statistics, thresholds from the issue.
 Every run here is short; the whole file takes about half a minute, hence ``slow``.
