@@ -155,9 +155,17 @@ def gex_figure(strikes: pd.DataFrame, summary: pd.DataFrame | None,
                                                           ("call_wall", "#1e8449"),
                                                           ("put_wall", "#c0392b"))
                       if k in info and np.isfinite(info[k])]
+        # vertical marks as legend entries (labels on the lines collide when spot, flip
+        # and walls sit close together, and with the panel titles)
+        values = np.concatenate([s[c].to_numpy(dtype=float) for c in
+                                 ("gex_call", "gex_put", "gex_net") if c in s.columns])
+        values = values[np.isfinite(values)]
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (-1.0, 1.0)
         for name, x, color in marks:
-            fig.add_vline(x=x, line_dash="dot", line_color=color, row=row, col=1,
-                          annotation_text=name, annotation_position="top")
+            fig.add_scatter(x=[x, x], y=[lo, hi], mode="lines", name=name,
+                            line={"color": color, "dash": "dot"}, legendgroup=name,
+                            showlegend=show, hovertemplate=f"{name} %{{x:,.0f}}<extra></extra>",
+                            row=row, col=1)
     fig.update_layout(barmode="relative", title="Dealer GEX by strike (USD per 1% move)",
                       meta={"rows": len(chosen)})
     fig.update_xaxes(title_text="strike (USD)")
