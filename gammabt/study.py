@@ -113,19 +113,19 @@ def _epoch_us(ts: pd.Series) -> np.ndarray:
     return naive.to_numpy().astype("datetime64[us]").astype(np.int64)
 
 
-def attach_forward(snap: pd.DataFrame, bars: pd.DataFrame, horizons: Sequence[pd.Timedelta],
-                   available: pd.Series) -> pd.DataFrame:
-    """Add ``entry_ts`` and ``<measure>_<h>`` columns measured from availability onward."""
+def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
+                    horizons: Sequence[pd.Timedelta]) -> dict[str, np.ndarray]:
+    """Forward measures (:func:`indicators.events.forward_measures`) from each entry bar,
+    per horizon, as columns ``<measure>_<h>``.
+
+    Raises
+    ------
+    ConfigError
+        A horizon that is not a whole number of bars.
+    """
     freq = bar_freq(bars)
-    bar_us = int(freq / pd.Timedelta(microseconds=1))
     ts_us = _epoch_us(bars["ts"])
-    avail_us = _epoch_us(available)
-    entry = entry_index(ts_us, avail_us)
-    out = snap.copy()
-    inside = entry < len(bars)
-    out["entry_ts"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
-    out.loc[inside, "entry_ts"] = bars["ts"].to_numpy()[entry[inside]]
-    ppy = pd.Timedelta(days=365) / freq
+    out: dict[str, np.ndarray] = {}
     for h in horizons:
         n_bars = h / freq
         if n_bars < 1 or abs(n_bars - round(n_bars)) > 1e-9:
@@ -134,9 +134,23 @@ def attach_forward(snap: pd.DataFrame, bars: pd.DataFrame, horizons: Sequence[pd
                               expected=f"multiples of {horizon_name(freq)}",
                               fix="choose horizons that are multiples of the bar length")
         m = forward_measures(ts_us, bars["open"], bars["high"], bars["low"], bars["close"],
-                             entry, int(round(n_bars)), bar_us=bar_us, periods_per_year=ppy)
-        for k in MEASURES:
-            out[f"{k}_{horizon_name(h)}"] = m[k]
+                             entry, int(round(n_bars)), bar_us=int(freq / pd.Timedelta("1us")),
+                             periods_per_year=pd.Timedelta(days=365) / freq)
+        for key, values in m.items():
+            out[f"{key}_{horizon_name(h)}"] = values
+    return out
+
+
+def attach_forward(snap: pd.DataFrame, bars: pd.DataFrame, horizons: Sequence[pd.Timedelta],
+                   available: pd.Series) -> pd.DataFrame:
+    """Add ``entry_ts`` and ``<measure>_<h>`` columns measured from availability onward."""
+    entry = entry_index(_epoch_us(bars["ts"]), _epoch_us(available))
+    out = snap.copy()
+    inside = entry < len(bars)
+    out["entry_ts"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
+    out.loc[inside, "entry_ts"] = bars["ts"].to_numpy()[entry[inside]]
+    for key, values in forward_columns(bars, entry, horizons).items():
+        out[key] = values  # MEASURES per horizon
     return out
 
 

@@ -37,6 +37,7 @@ from gammabt.study import (
     _concat_bars,
     _describe,
     _epoch_us,
+    forward_columns,
     horizon_name,
     write_study,
 )
@@ -46,7 +47,6 @@ from indicators.events import (
     bootstrap_ratio,
     cluster_touches,
     entry_index,
-    forward_measures,
     permutation_pvalue,
 )
 
@@ -61,29 +61,6 @@ class FlowStudy:
     tables: dict[str, pd.DataFrame]
     notes: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
-
-
-def _forward(bars: pd.DataFrame, entry: np.ndarray, horizons: Sequence[pd.Timedelta],
-             ) -> dict[str, np.ndarray]:
-    """Forward measures per horizon from each entry bar (columns ``<measure>_<h>``)."""
-    from feeds.loaders import bar_freq
-
-    freq = bar_freq(bars)
-    ts_us = _epoch_us(bars["ts"])
-    out: dict[str, np.ndarray] = {}
-    for h in horizons:
-        n = h / freq
-        if n < 1 or abs(n - round(n)) > 1e-9:
-            raise ConfigError(f"horizon {horizon_name(h)} is not a whole number of "
-                              f"{horizon_name(freq)} bars", column="horizons",
-                              expected=f"multiples of {horizon_name(freq)}",
-                              fix="choose horizons that are multiples of the bar length")
-        m = forward_measures(ts_us, bars["open"], bars["high"], bars["low"], bars["close"],
-                             entry, int(round(n)), bar_us=int(freq / pd.Timedelta("1us")),
-                             periods_per_year=pd.Timedelta(days=365) / freq)
-        for key, values in m.items():
-            out[f"{key}_{horizon_name(h)}"] = values
-    return out
 
 
 def _compare(frame: pd.DataFrame, group: pd.Series, horizons: Sequence[pd.Timedelta],
@@ -180,7 +157,7 @@ def basis_study(futures: Sequence[Path], spot: Sequence[Path], *,
     delay = pd.Timedelta(0) if delay is None else delay
     available = frame["ts"] + delay
     entry = entry_index(_epoch_us(bars["ts"]), _epoch_us(available))
-    for key, values in _forward(bars, entry, horizons).items():
+    for key, values in forward_columns(bars, entry, horizons).items():
         frame[key] = values
     longest = max(horizons)
     kept, last = [], None
@@ -302,7 +279,7 @@ def liquidation_study(bars: pd.DataFrame, liquidations: pa.Table, *,
     crossed = np.where(frame["direction"] < 0, close[frame["bar"]] < frame["level"],
                        close[frame["bar"]] > frame["level"])
     frame["closed_through"] = np.where(frame["group"] == "control", np.nan, crossed)
-    forward = _forward(bars, frame["bar"].to_numpy() + 1, horizons)
+    forward = forward_columns(bars, frame["bar"].to_numpy() + 1, horizons)
     for key, values in forward.items():
         if key.startswith("ret_"):
             frame["continuation" + key[3:]] = frame["direction"].to_numpy() * values
