@@ -18,14 +18,8 @@ from tests.integration.browser import (
     chart_sections,
     no_injected_markup,
     render,
-    require_chromium,
     screenshot_dark_share,
 )
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return require_chromium()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from tests.integration.browser import (
     chart_sections,
     no_injected_markup,
     render,
-    require_chromium,
     screenshot_dark_share,
 )
 
@@ -71,11 +70,6 @@ def test_report_page_names_missing_inputs(tmp_path):
     assert re.findall(r'data-chart="([^"]+)"', page) == ["chart-price"]
     for what in ("GEX by strike", "liquidation map", "basis and funding"):
         assert what in page[page.index("Not drawn"):]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return require_chromium()
 
 
 @pytest.mark.slow

@@ -5,19 +5,12 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-import pytest
 
 from tests.integration.browser import (
     chart_has_data,
     render,
-    require_chromium,
     screenshot_dark_share,
 )
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return require_chromium()
 
 
 def _plotly_sections(dom: str) -> list[str]:

@@ -14,16 +14,11 @@ import pandas as pd
 import pytest
 
 from gammabt.report import write_tearsheet
-from tests.integration.browser import flags, require_chromium
+from tests.integration.browser import flags
 
 
 def _flags(profile: Path) -> list[str]:
     return flags(profile)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return require_chromium()
 
 
 @pytest.fixture(scope="module")
