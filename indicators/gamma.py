@@ -35,6 +35,7 @@ Formula:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -1041,37 +1042,11 @@ def gex_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_pu
     Formula:
         gex(x) = sum_i sign_i OI_i m_i gamma(x F_i, K_i, T_i, iv_i) (x F_i)^2 0.01
     """
-    rel = (np.linspace(0.5, 1.5, 201) if levels is None
-           else np.asarray(levels, dtype=np.float64).ravel())
-    if rel.size and not (np.all(np.isfinite(rel)) and np.all(rel > 0)):
-        raise ConfigError("levels must be finite and > 0", column="levels",
-                          expected="relative spots S'/S, e.g. numpy.linspace(0.5, 1.5, 201)",
-                          fix="pass positive relative levels")
-    inp = _prepare(chain, dealer)
-    n_snap = inp.ts_us.size
-    prof = np.zeros((n_snap, rel.size))
-    spot = np.zeros(n_snap)
-    u = np.log(rel)
-    step = max(1, _CHUNK_ELEMENTS // max(1, rel.size))
-    for s0, s1 in _blocks(inp):
-        blk = _block(inp, s0, s1)
-        spot[s0:s1] = blk.spot
-        r = blk.rows
-        for lo in range(0, r.snap.size, step):
-            hi = min(r.snap.size, lo + step)
-            t = r.d[lo:hi, None] + r.k[lo:hi, None] * u[None, :]
-            contrib = r.a[lo:hi, None] * np.exp(-t * t)
-            ids, starts, _ = _segments(r.snap[lo:hi])
-            prof[s0 + ids] += np.add.reduceat(contrib, starts, axis=0)
-    prof *= rel[None, :]
-    snap_rep = np.repeat(np.arange(n_snap), rel.size)
-    return pd.DataFrame({
-        "ts": _ts_index(inp.ts_us[snap_rep]),
-        "spot": spot[snap_rep],
-        "rel": np.tile(rel, n_snap),
-        "level": spot[snap_rep] * np.tile(rel, n_snap),
-        "gex": prof.ravel(),
-    })
+    def term(r: Any, lo: int, hi: int, u: FloatArray) -> FloatArray:
+        t = r.d[lo:hi, None] + r.k[lo:hi, None] * u[None, :]
+        return r.a[lo:hi, None] * np.exp(-t * t)
+
+    return _profile(chain, dealer, levels, term, scale_by_level=True, name="gex")
 
 
 def exposure_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts",
@@ -1113,6 +1088,21 @@ def exposure_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_sho
                           fix="pass kind='vanna'")
     if kind == "gex":
         return gex_profile(chain, dealer, levels=levels)
+    def term(r: Any, lo: int, hi: int, u: FloatArray) -> FloatArray:
+        coef = r.vanna_coef if kind == "vanna" else r.charm_coef
+        d1x = r.d[lo:hi, None] * np.sqrt(2.0) + u[None, :] / r.s[lo:hi, None]
+        return (coef[lo:hi, None] * _INV_SQRT_2PI * np.exp(-0.5 * d1x * d1x)
+                * (d1x - r.s[lo:hi, None]))
+
+    return _profile(chain, dealer, levels, term, scale_by_level=kind == "vanna", name=kind)
+
+
+def _profile(chain: pd.DataFrame | Any, dealer: Dealer, levels: ArrayLike | None,
+             term: Callable[[Any, int, int, FloatArray], FloatArray], *,
+             scale_by_level: bool, name: str) -> pd.DataFrame:
+    """Sum ``term`` (per row and relative spot, over chunks of a block's rows) per
+    snapshot over the grid ``levels`` (default 201 points over [0.5, 1.5]); times the
+    relative spot with ``scale_by_level``. Long frame: ``ts, spot, rel, level, name``."""
     rel = (np.linspace(0.5, 1.5, 201) if levels is None
            else np.asarray(levels, dtype=np.float64).ravel())
     if rel.size and not (np.all(np.isfinite(rel)) and np.all(rel > 0)):
@@ -1129,16 +1119,11 @@ def exposure_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_sho
         blk = _block(inp, s0, s1)
         spot[s0:s1] = blk.spot
         r = blk.rows
-        coef = r.vanna_coef if kind == "vanna" else r.charm_coef
-        d1 = r.d * np.sqrt(2.0)
         for lo in range(0, r.snap.size, step):
             hi = min(r.snap.size, lo + step)
-            d1x = d1[lo:hi, None] + u[None, :] / r.s[lo:hi, None]
-            contrib = (coef[lo:hi, None] * _INV_SQRT_2PI * np.exp(-0.5 * d1x * d1x)
-                       * (d1x - r.s[lo:hi, None]))
             ids, starts, _ = _segments(r.snap[lo:hi])
-            prof[s0 + ids] += np.add.reduceat(contrib, starts, axis=0)
-    if kind == "vanna":
+            prof[s0 + ids] += np.add.reduceat(term(r, lo, hi, u), starts, axis=0)
+    if scale_by_level:
         prof *= rel[None, :]
     snap_rep = np.repeat(np.arange(n_snap), rel.size)
     return pd.DataFrame({
@@ -1146,7 +1131,7 @@ def exposure_profile(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_sho
         "spot": spot[snap_rep],
         "rel": np.tile(rel, n_snap),
         "level": spot[snap_rep] * np.tile(rel, n_snap),
-        kind: prof.ravel(),
+        name: prof.ravel(),
     })
 
 
