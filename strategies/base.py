@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import backtrader as bt
 
+from indicators.errors import ConfigError
 from strategies.params import ParamRange
 
 
@@ -60,6 +61,20 @@ class GammaStrategy(bt.Strategy):
             if data._name == name:
                 return data
         return None
+
+    def need_leg(self, name: str, why: str, fix: str) -> bt.feed.DataBase:
+        """The feed named ``name``; a ConfigError saying ``why`` when the run has none.
+
+        ``why`` completes "strategy <name> ..." (e.g. "trades the perpetual"); ``fix``
+        says which input provides the leg.
+        """
+        data = self.leg(name)
+        if data is None:
+            label = type(self).__name__
+            raise ConfigError(f"strategy {label} {why}, and this run has no {name} prices",
+                              column=name, expected=f"{name} prices in the run's inputs",
+                              fix=fix)
+        return data
 
     def futures(self) -> list[bt.feed.DataBase]:
         """The dated-future feeds, nearest expiry first."""

@@ -64,14 +64,11 @@ class FundingCarry(GammaStrategy):
                                        "below the rate that put it on)",
                               fix=f"lower exit_apr to at most {p.entry_apr:g}, or raise "
                                   "entry_apr")
-        spot, perp = self.leg("spot"), self.leg("perp")
-        if spot is None or perp is None:
-            raise ConfigError("strategy funding_carry trades spot against the perpetual, "
-                              "and this run has no perpetual prices", column="perp",
-                              expected="spot bars and perpetual bars with funding",
-                              fix="pass --perp FILE and --funding FILE, or run on a "
+        self.spot = self.need_leg("spot", "trades spot against the perpetual",
+                                  "pass --bars FILE")
+        self.perp = self.need_leg("perp", "trades spot against the perpetual",
+                                  "pass --perp FILE and --funding FILE, or run on a "
                                   "simulated market")
-        self.spot, self.perp = spot, perp
         self.unwound_bar: int | None = None  # bar of the last naked-leg unwind
         self.n_unwinds = 0
 

@@ -42,7 +42,6 @@ import math
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
 from strategies.base import GammaStrategy, finite
 
 
@@ -67,13 +66,8 @@ class LiquidationCascade(GammaStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        perp = self.leg("perp")
-        if perp is None:
-            raise ConfigError("strategy liquidation_cascade trades the perpetual, and this "
-                              "run has no perpetual prices", column="perp",
-                              expected="perpetual bars (--perp FILE or a simulated market)",
-                              fix="pass --perp FILE, or run on a simulated market")
-        self.perp = perp
+        self.perp = self.need_leg("perp", "trades the perpetual",
+                                  "pass --perp FILE, or run on a simulated market")
         self.side = 0  # side of the current or pending trade: -1, 0, +1
         self.take_at = math.nan  # take-profit level recorded at the entry decision
         self.entry_price = math.nan  # fill price of the entry

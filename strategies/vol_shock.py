@@ -38,7 +38,6 @@ from collections import deque
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
 from strategies.base import GammaStrategy, finite
 
 
@@ -65,13 +64,8 @@ class VolShock(GammaStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        perp = self.leg("perp")
-        if perp is None:
-            raise ConfigError("strategy vol_shock trades the perpetual, and this run has no "
-                              "perpetual prices", column="perp",
-                              expected="perpetual bars (--perp FILE or a simulated market)",
-                              fix="pass --perp FILE, or run on a simulated market")
-        self.perp = perp
+        self.perp = self.need_leg("perp", "trades the perpetual",
+                                  "pass --perp FILE, or run on a simulated market")
         self.history: deque[float] = deque(maxlen=int(self.p.lookback))
         self._reset()
 
