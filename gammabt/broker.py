@@ -60,7 +60,6 @@ from feeds.legs import Leg
 from indicators.errors import ConfigError
 
 KINDS = ("spot", "perp", "future", "front")
-LEDGER_KINDS = ("fill", "fee", "funding", "borrow", "settlement", "liquidation")
 LEDGER_COLUMNS = ("ts", "instrument", "kind", "qty", "price", "amount_usd")
 EPS = 1e-12
 

@@ -45,6 +45,7 @@ from typing import ClassVar
 
 import backtrader as bt
 
+from indicators.errors import ConfigError
 from strategies.base import GammaStrategy, finite
 from strategies.params import ParamRange
 
@@ -79,8 +80,6 @@ class BasisDislocation(GammaStrategy):
     def __init__(self) -> None:
         super().__init__()
         if self.p.z_exit > self.p.z_entry:
-            from indicators.errors import ConfigError
-
             raise ConfigError(f"z_exit={self.p.z_exit} is above z_entry={self.p.z_entry}",
                               column="params", expected="z_exit <= z_entry",
                               fix="lower z_exit (the basis must revert to exit)")
