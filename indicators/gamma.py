@@ -46,6 +46,7 @@ import pandas as pd
 from indicators.errors import ConfigError, DataError
 
 __all__ = [
+    "DEALERS",
     "Dealer",
     "Exposure",
     "atm_iv",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 Dealer = Literal["long_calls_short_puts", "short_calls_long_puts", "explicit"]
+#: The dealer-positioning conventions, the default first (the CLI and config offer these).
+DEALERS: tuple[str, ...] = get_args(Dealer)
 Exposure = Literal["gex", "vanna", "charm"]
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
@@ -294,7 +297,7 @@ def _as_frame(chain: Any) -> pd.DataFrame:
 
 
 def _check_dealer(dealer: str) -> None:
-    options = get_args(Dealer)
+    options = DEALERS
     if dealer not in options:
         hint = difflib.get_close_matches(str(dealer), options, n=1)
         raise ConfigError(f"unknown dealer convention {dealer!r}"
