@@ -9,7 +9,9 @@ Time
 A bar's Backtrader datetime is its **close** time, ``ts + bar spacing`` (``ts`` is the
 canonical bar *open* time), as a naive-UTC Backtrader date number. A value stamped
 ``t`` is in force at a bar iff ``t <= bar close`` and ``bar close - t <= max_staleness``
-(:func:`feeds.pit.asof_indices`); otherwise the line is NaN. Orders placed on a bar
+(:func:`feeds.pit.asof_indices`); otherwise the line is NaN. ``t`` is the row's
+``available_at`` (its stamp plus the source's publication delay) when the summary,
+strikes or extra frame has that column, else its ``ts``. Orders placed on a bar
 fill at the next bar (Backtrader's default), so nothing known after a bar's close
 can affect that bar's trades.
 
@@ -88,6 +90,9 @@ SUMMARY_SECOND = {"vanna": "vanna_exp", "charm": "charm_exp", "atm_iv": "atm_iv"
 LINES_BARRIER = ("barrier_gex", "dist_to_barrier")
 SUMMARY_COLUMNS = ("gex", "gamma_flip", "call_wall", "put_wall", "regime")
 STALENESS_KEYS = ("summary", "strikes", *LINES_BASIS)
+#: Optional column of the summary, strikes and extra frames: when a row became usable
+#: (stamp + publication delay). The joins use it instead of ``ts`` when present.
+AVAILABLE_AT = "available_at"
 DEFAULT_STALENESS = "26h"
 
 #: Backtrader date number of 1970-01-01 00:00 (``datetime.date(1970, 1, 1).toordinal()``).
@@ -369,7 +374,8 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
         ``indicators.gamma.summarize`` output: ``ts`` (snapshot time) and
         ``gex, gamma_flip, call_wall, put_wall, regime``; optional ``vanna``,
         ``charm``, ``atm_iv`` feed the lines ``vanna_exp, charm_exp, atm_iv`` (NaN
-        when absent); other columns are ignored. Row-wise as-of join: the latest snapshot with ``ts <= bar close`` and age
+        when absent); other columns are ignored. Row-wise as-of join: the latest
+        snapshot with ``available_at`` (else ``ts``) ``<= bar close`` and age
         ``<= max_staleness['summary']``; its NaNs (e.g. no flip) stay NaN. Equal stamps:
         the last row wins.
     strikes
@@ -377,7 +383,8 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
         ``gex_call, gex_put``; stored per snapshot (sorted by strike) and joined like
         ``summary`` with ``max_staleness['strikes']``.
     extra
-        ``ts`` plus any of ``basis_ann, basis_z, funding_ann`` (no other columns).
+        ``ts`` (optionally ``available_at``) plus any of ``basis_ann, basis_z,
+        funding_ann`` (no other columns).
         Each column is joined on its own rows with a value (NaN rows are skipped), so
         sources stamped on different clocks may share one frame; staleness per column.
     liq_lines
@@ -447,7 +454,7 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
     if summary is not None:
         s = _frame(summary, "summary")
         _require(s, "summary", ("ts", *SUMMARY_COLUMNS))
-        idx = asof_indices(close_us, epoch_us(s["ts"], source="summary"), stale["summary"])
+        idx = asof_indices(close_us, available_us(s, "summary"), stale["summary"])
         for name in SUMMARY_COLUMNS:
             lines[name] = asof_take(_floats(s, name, "summary"), idx)
         for column, name in SUMMARY_SECOND.items():
@@ -471,13 +478,14 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
     if extra is not None:
         e = _frame(extra, "extra")
         _require(e, "extra", ("ts",))
-        unknown = [c for c in e.columns if c != "ts" and c not in LINES_BASIS]
+        unknown = [c for c in e.columns if c not in ("ts", AVAILABLE_AT)
+                   and c not in LINES_BASIS]
         if unknown or not any(c in e.columns for c in LINES_BASIS):
             raise DataError(f"unexpected column(s) {unknown}" if unknown
                             else "none of the basis/funding columns", source="extra",
                             expected=f"ts plus any of {list(LINES_BASIS)}",
                             fix="rename or select the columns")
-        us = epoch_us(e["ts"], source="extra")
+        us = available_us(e, "extra")
         for name in LINES_BASIS:
             if name in e.columns:
                 vals = _floats(e, name, "extra")
@@ -521,9 +529,16 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
                       max_staleness_us=stale)
 
 
+def available_us(df: pd.DataFrame, source: str) -> IntArray:
+    """When each row became usable: its ``available_at`` (``ts`` + publication delay)
+    when the frame has one, else its ``ts``; ``int64`` UTC microseconds."""
+    column = AVAILABLE_AT if AVAILABLE_AT in df.columns else "ts"
+    return epoch_us(df[column], source=source, column=column)
+
+
 def _strike_snapshots(df: pd.DataFrame) -> Snapshots:
     _require(df, "strikes", ("ts", "strike", "gex_net"))
-    us = epoch_us(df["ts"], source="strikes")
+    us = available_us(df, "strikes")
     strike = _floats(df, "strike", "strikes")
     order = np.lexsort((strike, us))
     stamps, offsets = group_offsets(us[order])

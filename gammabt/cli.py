@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS
 from indicators.errors import ConfigError, GammabtError
 
 # Rich wraps to 80 columns when stdout is not a terminal; tables need more room.
@@ -181,41 +182,37 @@ def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
 
 
 def _run_options(func: Any) -> Any:
-    """The options shared by ``run``, ``prepare`` and ``optimize`` (inputs, costs, window)."""
-    for option in reversed(_RUN_OPTIONS):
+    """The options shared by ``run``, ``prepare`` and ``optimize``: the strategy, one
+    option per registered input kind (:func:`input_options`), costs and window."""
+    for option in reversed([*_RUN_OPTIONS[:1], *input_options(), *_RUN_OPTIONS[1:]]):
         func = option(func)
     return func
 
 
+def input_options() -> list[Any]:
+    """``--KIND`` for every kind of :data:`gammabt.inputs.INPUT_SPECS` (repeatable for
+    the kinds that take several files), then ``--delay`` and its ``--chain-delay`` alias."""
+    out = []
+    for name, spec in INPUT_SPECS.items():
+        kind = click.Path(exists=True, file_okay=False, path_type=Path) if spec.folder \
+            else IN_FILE
+        out.append(click.option(f"--{name.replace('_', '-')}", name, multiple=spec.repeats,
+                                type=kind, help=spec.help))
+    defaults = "; ".join(f"{name}: {spec.delay_doc}" for name, spec in INPUT_SPECS.items()
+                         if spec.delay is not None)
+    out.append(click.option("--delay", "delays", multiple=True, metavar="KIND=DURATION",
+                            help="Publication delay of an input kind, repeatable: its "
+                            "records are used from their stamp + this (e.g. --delay "
+                            f"funding=30min). [default: {defaults}]"))
+    out.append(click.option("--chain-delay", help="Alias of --delay chain=DURATION."))
+    return out
+
+
+#: The run options besides the inputs (those come from the input registry).
 _RUN_OPTIONS = [
     click.option("--strategy", default="gamma_flip", show_default=True,
                  help="Registered name (see `gammabt strategies`), path/to/file.py:Class "
                  "or package.module:Class."),
-    click.option("--bars", type=IN_FILE,
-                 help="OHLCV bars file (CSV, gz, Parquet; format auto-detected)."),
-    click.option("--chain", multiple=True, type=IN_FILE,
-                 help="Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
-                 "repeat for several files."),
-    click.option("--spot", type=IN_FILE,
-                 help="Bars used to complete a chain without an underlying column."),
-    click.option("--chain-delay",
-                 help="Publication delay of the chain: a snapshot is used from its stamp + "
-                 "this. [default: per format, 1h for the Deribit hourly file, else 0]"),
-    click.option("--market", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                 help="A folder written by `gammabt simulate` (bars, chain and the rest)."),
-    click.option("--funding", type=IN_FILE,
-                 help="Perp funding rates (8-hourly or daily) -> funding_ann line."),
-    click.option("--futures", multiple=True, type=IN_FILE,
-                 help="Dated futures prices (ts, expiry, price; or OptionsDX chain files); "
-                 "repeat for several files (merged; exact duplicates dropped)."),
-    click.option("--perp", type=IN_FILE,
-                 help="Perp bars: their volume drives the liquidation map when no OI is given."),
-    click.option("--oi", type=IN_FILE, help="Perp open-interest history -> liquidation map."),
-    click.option("--liquidations", type=IN_FILE,
-                 help="Observed liquidation events (Binance forceOrder layout)."),
-    click.option("--barriers", type=IN_FILE,
-                 help="Barrier-option book: ts, type, strike, barrier, expiry, notional, "
-                 "dealer_side[, iv] (CSV or Parquet)."),
     click.option("--barrier-flip/--no-barrier-flip", default=None,
                  help="Count the barrier book in gex, regime and the gamma flip. "
                  "[default: yes]"),
@@ -231,11 +228,10 @@ _RUN_OPTIONS = [
     click.option("--slippage-bps", type=float, help="Slippage, bps of price. [default: 2]"),
     click.option("--percent", type=float, help="Position size, % of equity. [default: 95]"),
     click.option("--max-staleness", help="Oldest usable chain snapshot. [default: 26h]"),
-    click.option("--dealer", type=click.Choice(["auto", "long_calls_short_puts",
-                                                "short_calls_long_puts", "explicit"]),
+    click.option("--dealer", type=click.Choice(DEALERS),
                  help="Dealer positioning for GEX. [default: auto = explicit positions when "
                  "the chain has them, else long calls / short puts]"),
-    click.option("--instrument", type=click.Choice(["spot", "perp"]),
+    click.option("--instrument", type=click.Choice(INSTRUMENTS),
                  help="What single-leg strategies trade. [default: spot]"),
     click.option("--borrow/--no-borrow", default=None,
                  help="Allow short spot sales, charged the spot borrow APR. [default: no]"),
@@ -257,15 +253,17 @@ _RUN_OPTIONS = [
 def _build_config(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
                   options: dict[str, Any], prepared_dir: Path | None = None) -> Any:
     """A RunConfig from the command line (and the prepared market's inputs, if any)."""
-    from gammabt.config import INPUTS, RunConfig
+    from gammabt.config import RunConfig
 
+    options = dict(options)
+    delays = options.pop("delays", ())
     data: dict[str, Any] = {}
     if config_file is not None:
         data = RunConfig.from_toml(config_file).to_dict()
     if prepared_dir is not None:
         from gammabt.prepared import read_manifest
 
-        given = [k for k in INPUTS if options.get(k) not in (None, ())]
+        given = [k for k in INPUT_SPECS if options.get(k) not in (None, ())]
         if given:
             raise ConfigError(f"--{given[0]} given with --prepared", column=given[0],
                               expected="inputs from the prepared folder only",
@@ -282,6 +280,9 @@ def _build_config(config_file: Path | None, params: tuple[str, ...], terms: tupl
     merged = dict(data.get("params", {}))
     merged.update(dict(_parse_params(params)))
     data["params"] = merged
+    merged_delays = dict(data.get("delays", {}))
+    merged_delays.update(dict(_parse_params(delays, option="--delay")))
+    data["delays"] = merged_delays
     merged_terms = {kind: dict(values) for kind, values in data.get("terms", {}).items()}
     for key, value in _parse_params(terms, option="--term"):
         kind, dot, field = key.partition(".")
@@ -404,8 +405,7 @@ def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str
 @click.option("--spot", type=IN_FILE,
               help="Bars to complete a chain without an underlying column.")
 @click.option("--dealer", default="auto", show_default=True,
-              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
-                                 "explicit"]))
+              type=click.Choice(DEALERS))
 @click.option("--out", type=OUT_FILE,
               help="Save the full summary (.parquet or .csv).")
 def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
@@ -569,8 +569,7 @@ def _print_frame(frame: pd.DataFrame, title: str) -> None:
 @click.option("--by", type=click.Choice(["year", "month"]), help="Also split by period.")
 @click.option("--delay", help="Publication delay of the chain. [default: per format]")
 @click.option("--dealer", default="auto", show_default=True,
-              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
-                                 "explicit"]))
+              type=click.Choice(DEALERS))
 @click.option("--boot", "n_boot", default=2000, show_default=True, type=int,
               help="Bootstrap resamples (and permutations).")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -812,8 +811,7 @@ def plot() -> None:
               help="UTC time(s) whose snapshot in force to draw; repeatable. "
                    "[default: the first and last snapshot]")
 @click.option("--dealer", default="auto", show_default=True,
-              type=click.Choice(["auto", "long_calls_short_puts", "short_calls_long_puts",
-                                 "explicit"]))
+              type=click.Choice(DEALERS))
 @click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
               help="Chart to write: .html (interactive, offline) or .png.")
 def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,

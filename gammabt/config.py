@@ -12,7 +12,9 @@ import difflib
 import hashlib
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,39 +23,37 @@ import pandas as pd
 from feeds.cache import file_sha256
 from gammabt.broker import Terms, resolve_terms
 from gammabt.index import check_label
+from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS, parse_delay
 from indicators.errors import ConfigError
 from strategies.registry import check_params, get_strategy
 
 Dealer = Literal["auto", "long_calls_short_puts", "short_calls_long_puts", "explicit"]
-DEALERS = ("auto", "long_calls_short_puts", "short_calls_long_puts", "explicit")
 Instrument = Literal["spot", "perp"]
-INSTRUMENTS = ("spot", "perp")
-INPUTS = ("bars", "chain", "spot", "market", "funding", "futures", "perp", "oi",
-          "liquidations", "barriers")
 
 
-@dataclass(frozen=True, kw_only=True)
+def input_names() -> tuple[str, ...]:
+    """Every registered input kind (config field, TOML key and CLI flag), in order."""
+    return tuple(INPUT_SPECS)
+
+
+@dataclass(frozen=True, kw_only=True, init=False)
 class RunConfig:
     """Everything that determines a backtest's result.
 
-    Inputs are file paths (or a simulated-market folder in ``market``). Costs are in
-    basis points of traded notional. ``percent`` is the position size as a percent of
-    portfolio value (fractional BTC). ``max_staleness`` is how old a chain snapshot (or
-    basis/funding value) may be before its lines turn NaN.
+    Inputs are file paths (or a simulated-market folder in ``market``), one field per
+    kind of :data:`gammabt.inputs.INPUT_SPECS`, read as attributes (``config.chain`` is
+    a tuple of paths, ``config.market`` a path or None) and stored in ``files``.
+    ``delays`` overrides publication delays by kind (``chain_delay`` is an alias of
+    ``delays = {"chain": ...}``). Costs are in basis points of traded notional.
+    ``percent`` is the position size as a percent of portfolio value (fractional BTC).
+    ``max_staleness`` is how old a chain snapshot (or basis/funding value) may be
+    before its lines turn NaN.
     """
 
     strategy: str = "gamma_flip"
     params: tuple[tuple[str, Any], ...] = ()
-    bars: str | None = None
-    chain: tuple[str, ...] = ()
-    spot: str | None = None
-    market: str | None = None
-    funding: str | None = None
-    futures: tuple[str, ...] = ()  # several files are merged (e.g. monthly OptionsDX)
-    perp: str | None = None
-    oi: str | None = None
-    liquidations: str | None = None
-    barriers: str | None = None  # barrier-option book (feeds.barriers.load_barriers)
+    files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # input kind -> paths
+    delays: tuple[tuple[str, str], ...] = ()  # input kind -> publication delay override
     barrier_flip: bool = True  # the barrier book counts in gex, regime and the gamma flip
     start: str | None = None
     end: str | None = None
@@ -69,23 +69,67 @@ class RunConfig:
     borrow: bool = False  # allow short spot sales (charged the spot borrow APR)
     terms: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # per-kind overrides
     front_min_dte: float = 7.0  # days: the front series rolls to the next expiry below it
-    chain_delay: str | None = None  # publication delay of the chain (default: per format)
     runonce: bool = True
     preload: bool = True
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    def __init__(self, **values: Any) -> None:
+        """Keyword arguments: the fields above, plus one per input kind (``bars=``,
+        ``chain=`` ...: a path or several) and ``chain_delay`` (alias of
+        ``delays={"chain": ...}``)."""
+        files = dict(values.pop("files", ()))
+        for name in input_names():
+            if name in values:
+                files[name] = values.pop(name)
+        delays = values.pop("delays", ())
+        delays = dict(delays.items() if isinstance(delays, Mapping) else delays)
+        alias = values.pop("chain_delay", None)
+        if alias is not None:
+            delays["chain"] = alias
+        for f in dataclasses.fields(self):
+            if f.name in ("files", "delays"):
+                continue
+            if f.name in values:
+                value = values.pop(f.name)
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            else:
+                value = f.default_factory()  # type: ignore[misc]
+            object.__setattr__(self, f.name, value)
+        if values:
+            name = next(iter(values))
+            hint = difflib.get_close_matches(name, _known_keys(), n=1)
+            raise ConfigError(f"unknown setting {name!r}", column=name,
+                              expected=f"keys among {_known_keys()}",
+                              fix=f"did you mean {hint[0]!r}?" if hint else "remove it")
+        object.__setattr__(self, "files", _freeze_files(files))
+        object.__setattr__(self, "delays", _freeze_delays(delays))
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        """An input kind's paths: a tuple (``()`` when not given), or for a kind that
+        takes one folder (``market``) the path or None."""
+        spec = INPUT_SPECS.get(name)
+        if spec is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        paths = dict(self.__dict__.get("files", ())).get(name, ())
+        if spec.repeats:
+            return paths
+        return paths[0] if paths else None
+
+    @property
+    def chain_delay(self) -> str | None:
+        """The chain's publication delay override (``delays['chain']``), if any."""
+        return dict(self.delays).get("chain")
+
     def __post_init__(self) -> None:
         _check_types(self)
-        for name in ("chain", "futures"):  # one path or several
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, str) else () if value is None else value
-            object.__setattr__(self, name, tuple(str(v) for v in value))
         check_label(self.label)
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
         object.__setattr__(self, "params", tuple(sorted(checked.items())))
-        if self.bars is None and self.market is None:
+        if not self.bars and self.market is None:
             raise ConfigError("no price bars given", column="bars",
                               expected="--bars FILE or a simulated market folder",
                               fix="pass --bars path/to/bars.csv (or gammabt simulate first)")
@@ -121,7 +165,7 @@ class RunConfig:
             raise ConfigError(f"unknown dealer convention {self.dealer!r}", column="dealer",
                               expected=f"one of {list(DEALERS)}",
                               fix="use auto (the default)")
-        for name in ("max_staleness", "freq", "chain_delay"):
+        for name in ("max_staleness", "freq"):
             value = getattr(self, name)
             if value is not None:
                 try:
@@ -159,25 +203,33 @@ class RunConfig:
     def inputs(self) -> dict[str, str]:
         """The input paths that are set, by role (``chain``, ``chain.1`` ... for several)."""
         out: dict[str, str] = {}
-        for key in INPUTS:
-            value = getattr(self, key)
-            if isinstance(value, tuple):
-                out.update({key if i == 0 else f"{key}.{i}": v for i, v in enumerate(value)})
-            elif value is not None:
-                out[key] = value
+        for key, paths in self.files:
+            out.update({key if i == 0 else f"{key}.{i}": v for i, v in enumerate(paths)})
         return out
 
+    def delay_overrides(self) -> dict[str, str]:
+        """The publication delays set by the user, by input kind."""
+        return dict(self.delays)
+
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """Plain data (JSON/TOML-like): every input kind as its own key (a list of paths,
+        or the folder for ``market``) and ``delays`` as a table."""
+        data: dict[str, Any] = {"strategy": self.strategy}
         data["params"] = dict(self.params)
+        for name in input_names():
+            value = getattr(self, name)
+            data[name] = list(value) if isinstance(value, tuple) else value
+        for f in dataclasses.fields(self):
+            if f.name not in ("strategy", "params", "files", "extra"):
+                data[f.name] = getattr(self, f.name)
+        data["delays"] = dict(self.delays)
         data["terms"] = {kind: dict(items) for kind, items in self.terms}
-        data.pop("extra")
         return data
 
     def digest(self, input_hashes: dict[str, str] | None = None) -> str:
         """sha256 over the config (paths excluded) and the inputs' content hashes."""
         data = self.to_dict()
-        for key in INPUTS:
+        for key in input_names():
             data.pop(key)
         data.pop("label")
         payload = json.dumps({"config": data, "inputs": input_hashes or {}},
@@ -187,7 +239,7 @@ class RunConfig:
     # -- loading --------------------------------------------------------------------
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "<config>") -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = set(_known_keys())
         unknown = sorted(set(data) - names)
         if unknown:
             hint = difflib.get_close_matches(unknown[0], names, n=1)
@@ -209,9 +261,13 @@ class RunConfig:
             raise ConfigError("terms must be a table of tables", source=source,
                               column="terms", expected="[terms.perp] with key = value lines",
                               fix="write e.g. [terms.perp] taker_bps = 4")
-        for key in ("chain", "futures"):
+        for key in input_names():
             if isinstance(data.get(key), list | tuple):
                 data[key] = tuple(data[key])
+        if "delays" in data and not isinstance(data["delays"], dict):
+            raise ConfigError("delays must be a table", source=source, column="delays",
+                              expected="[delays] with kind = \"duration\" lines",
+                              fix='write e.g. [delays] chain = "1h"')
         return cls(**data)
 
     @classmethod
@@ -226,7 +282,7 @@ class RunConfig:
             raise ConfigError(f"invalid TOML ({exc})", source=str(path),
                               expected="valid TOML", fix="repair the file") from None
         base = path.parent
-        for key in INPUTS:
+        for key in input_names():
             if key not in data:
                 continue
             if isinstance(data[key], list):
@@ -247,6 +303,50 @@ _SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "str": ((str,), "a string"),
     "str | None": ((str, type(None)), "a string"),
 }
+
+
+def _known_keys() -> list[str]:
+    """Keys a config mapping (TOML, command line) may hold."""
+    fields = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("files", "extra")]
+    return sorted({*fields, *input_names(), "chain_delay"})
+
+
+def _freeze_files(files: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Kind -> one path or several, as hashable tuples in registry order (unset dropped).
+
+    Raises
+    ------
+    ConfigError
+        A kind that takes one folder (``market``) given several.
+    """
+    out = []
+    for name, spec in INPUT_SPECS.items():
+        value = files.get(name)
+        if isinstance(value, str | PathLike):
+            value = (value,)
+        elif value is None:
+            value = ()
+        elif not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} = {value!r} is not a path", column=name,
+                              expected="a path or a list of paths",
+                              fix=f'write e.g. {name} = "path/to/file"')
+        paths = tuple(str(v) for v in value)
+        if len(paths) > 1 and not spec.repeats:
+            raise ConfigError(f"{name} given {len(paths)} times", column=name,
+                              expected=f"one {name} {'folder' if spec.folder else 'file'}",
+                              fix=f"pass --{name} once")
+        if paths:
+            out.append((name, paths))
+    return tuple(out)
+
+
+def _freeze_delays(delays: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Kind -> duration text, validated (ConfigError naming the kind), sorted."""
+    out = []
+    for kind, value in delays.items():
+        parse_delay(str(kind), value)
+        out.append((str(kind), str(value)))
+    return tuple(sorted(out))
 
 
 def _check_types(config: RunConfig) -> None:

@@ -2,7 +2,8 @@
 
 Layout of a prepared folder (written atomically: a temporary sibling renamed into place)::
 
-    market.json            key, analytic settings, input hashes, legs, notes
+    market.json            key, analytic settings (inputs by kind, delay overrides),
+                           input hashes, publication delays used, legs, notes
     leg-<i>.arrow          one per leg: open_us, close_us and every feed line (float64)
     strikes-rows.arrow     per-strike GEX rows of all snapshots (when a chain was given)
     strikes-index.arrow    snapshot stamps and row offsets
@@ -32,7 +33,7 @@ from feeds.legs import Leg
 from gammabt.run import PreparedMarket
 from indicators.errors import DataError
 
-FORMAT = 1
+FORMAT = 2  # 2: publication delays per input kind (``delays``)
 MANIFEST = "market.json"
 
 
@@ -109,6 +110,7 @@ def save_prepared(market: PreparedMarket, out: str | Path) -> Path:
             liq = "lazy"
         manifest = {"format": FORMAT, "key": market.key, "market": market.market,
                     "input_hashes": market.input_hashes, "notes": list(market.notes),
+                    "delays": dict(market.delays),
                     "legs": legs, "bar_freq_us": first.bar_freq_us,
                     "max_staleness_us": dict(first.max_staleness_us), "liq_map": liq}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -157,4 +159,4 @@ def load_prepared(folder: str | Path) -> PreparedMarket:
         legs.append((Leg(meta["name"], meta["kind"], expiry), arrays))
     return PreparedMarket(legs=tuple(legs), market=manifest["market"], key=manifest["key"],
                           input_hashes=manifest["input_hashes"],
-                          notes=tuple(manifest["notes"]))
+                          notes=tuple(manifest["notes"]), delays=dict(manifest["delays"]))

@@ -22,17 +22,8 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from feeds.barriers import load_barriers
-from feeds.btfeed import FeedArrays, build_arrays
-from feeds.derivs import (
-    load_funding,
-    load_futures,
-    load_liquidations,
-    load_open_interest,
-    load_perp,
-)
+from feeds.btfeed import FeedArrays, build_arrays, duration_us
 from feeds.legs import (
     InstrumentFeed,
     Leg,
@@ -43,10 +34,11 @@ from feeds.legs import (
     leg_feed,
     with_lines,
 )
-from feeds.loaders import bar_freq, chain_delay, load_bars, load_chain
+from feeds.loaders import bar_freq
 from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
-from gammabt.config import INPUTS, RunConfig, input_sha256
+from gammabt.config import RunConfig, input_names, input_sha256
+from gammabt.inputs import AVAILABLE_AT, INPUT_SPECS, load_all, value_lines
 from gammabt.report import account_metrics, compute_metrics
 from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
@@ -75,6 +67,10 @@ class MarketInputs:
     funding: pa.Table | None = None  # canonical FUNDING: paid by perp positions
     input_hashes: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # every loaded input kind's merged table (with available_at), by kind
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    # publication delay used per loaded kind ("1h", or per file when they differ)
+    delays: dict[str, str] = field(default_factory=dict)
 
 
 class _LeavesInputsBehind:
@@ -132,59 +128,32 @@ def package_versions() -> dict[str, str]:
 def load_inputs(config: RunConfig) -> MarketInputs:
     """Read the config's input files into canonical tables and the feed's analytics.
 
-    Everything is computed over the **full history** of the inputs, whatever
-    ``config.start``/``config.end`` say: the window is applied when the feeds are built
-    (:func:`build_legs`), so a run that starts later still sees the liquidation map,
-    z-scores and snapshots that the earlier bars built up (point in time).
+    Every kind of :data:`gammabt.inputs.INPUT_SPECS` is loaded the same way (several
+    files merged, ``available_at = ts + delay`` per record); the analytics then use
+    ``ts`` (time to expiry, spot as of the snapshot) and the point-in-time joins use
+    ``available_at``. Everything is computed over the **full history** of the inputs,
+    whatever ``config.start``/``config.end`` say: the window is applied when the feeds
+    are built (:func:`build_legs`), so a run that starts later still sees the
+    liquidation map, z-scores and snapshots that the earlier bars built up.
     """
     hashes = {role: input_sha256(path) for role, path in config.inputs().items()}
     # the strategy's code is an input too: a changed file is a different run
     hashes["strategy_source"] = strategy_source_sha256(config.strategy)
     notes: list[str] = []
-    tables: dict[str, pa.Table | None] = dict.fromkeys(
-        ("chain", "funding", "futures", "perp", "oi", "liquidations", "barriers"))
+    market = None
     if config.market is not None:
         from feeds.synthetic import load_market
 
         market = load_market(config.market)
-        bars_table = market.bars
-        tables.update(chain=market.chain, funding=market.funding, futures=market.futures,
-                      oi=market.perp_oi, liquidations=market.liquidations, perp=market.perp,
-                      barriers=market.barriers)
         notes.append(f"simulated market: scenario {market.scenario!r}, seed {market.seed}")
-    else:
-        bars_table = load_bars(config.bars, freq=config.freq)
-    lag_us: dict[int, int] = {}  # snapshot stamp -> publication delay, both microseconds
-    if config.chain:
-        parts = []
-        for path in config.chain:
-            table = load_chain(path, spot=config.spot)
-            lag = pd.Timedelta(config.chain_delay) if config.chain_delay is not None \
-                else chain_delay(path)
-            stamps = pc.unique(table["ts"].cast(pa.int64())).to_pylist()
-            twice = next((t for t in stamps if t in lag_us), None)
-            if twice is not None:
-                raise DataError(f"snapshot {_iso(twice)} is also in another --chain file",
-                                source=str(path), column="ts",
-                                expected="each snapshot in one file (it would count twice)",
-                                fix="drop the duplicate file or the overlapping snapshots")
-            lag_us.update(dict.fromkeys(stamps, int(lag / pd.Timedelta("1us"))))
-            parts.append(table)
-        tables["chain"] = pa.concat_tables(parts, promote_options="default")
-        if any(lag_us.values()):
-            notes.append("chain snapshots used from their stamp + the publication delay "
-                         + ", ".join(sorted({str(pd.Timedelta(v, unit="us"))
-                                             for v in lag_us.values()})))
-    loaders = {"funding": load_funding, "futures": load_futures, "perp": load_perp,
-               "oi": load_open_interest, "liquidations": load_liquidations}
-    for role, loader in loaders.items():
-        path = getattr(config, role)
-        if path:  # None or () when not given; futures takes several files
-            tables[role] = loader(list(path) if isinstance(path, tuple) else path)
-    bars = bars_table.to_pandas()
+    loaded = load_all(dict(config.files), config.delay_overrides(), freq=config.freq,
+                      market=market, market_folder=config.market)
+    tables: dict[str, pa.Table] = {name: item.table for name, item in loaded.items()}
+    delays = {name: item.describe() for name, item in loaded.items()}
+    bars = _drop_available(tables["bars"]).to_pandas()
     window_bounds(bars["ts"], config)  # refuse an empty window before the analytics
     summary = strikes = None
-    chain = tables["chain"]
+    chain = tables.get("chain")
     if chain is not None:
         dealer = resolve_dealer(config.dealer, chain)
         summary = gamma.summarize(chain, dealer=dealer)
@@ -195,11 +164,10 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     else:
         notes.append("no option chain given: gamma lines are NaN")
     barrier_lines = None
-    if config.barriers is not None:
-        tables["barriers"] = load_barriers(config.barriers)
-    if tables["barriers"] is not None and tables["barriers"].num_rows:
-        positions = tables["barriers"]
-        iv_bar = _atm_iv_per_bar(bars, summary)
+    positions = tables.get("barriers")
+    if positions is not None and positions.num_rows:
+        positions = published(positions)  # a position enters the book once it is known
+        iv_bar = _atm_iv_per_bar(bars, with_available_at(summary, chain))
         barrier_lines, events = barrier.barrier_book(positions, bars, iv=iv_bar)
         notes.append(f"barrier book ({'--barriers' if config.barriers else 'simulated'}): "
                      f"{len(positions)} positions, {int(events['knocked'].sum())} "
@@ -213,31 +181,70 @@ def load_inputs(config: RunConfig) -> MarketInputs:
             notes.append("barrier book " + ("included in gex, regime and the gamma flip"
                                             if config.barrier_flip else
                                             "reported beside the options (not in the flip)"))
-    extra = basis_funding_lines(bars, futures=tables["futures"], funding=tables["funding"],
+    extra = basis_funding_lines(bars, futures=tables.get("futures"),
+                                funding=tables.get("funding"),
                                 zscore_window=config.zscore_window)
     liq_map = None
-    if any(tables[k] is not None for k in ("oi", "liquidations", "perp")):
-        liq_bars = bars if tables["perp"] is None else _with_volume_of(bars, tables["perp"])
-        liq_map = estimate_liq_map(liq_bars, oi=tables["oi"], liquidations=tables["liquidations"])
-        source = "open interest" if tables["oi"] is not None else "volume"
+    perp_table = tables.get("perp")
+    oi, liquidations = tables.get("oi"), tables.get("liquidations")
+    if oi is not None or liquidations is not None or perp_table is not None:
+        liq_bars = bars if perp_table is None else _with_volume_of(bars, perp_table)
+        liq_map = estimate_liq_map(liq_bars, oi=None if oi is None else published(oi),
+                                   liquidations=None if liquidations is None
+                                   else published(liquidations))
+        source = "open interest" if oi is not None else "volume"
         notes.append(f"liquidation map estimated from {source}"
-                     + (" with observed liquidations" if tables["liquidations"] is not None
-                        else ""))
-    if any(lag_us.values()):  # usable from stamp + delay: the point-in-time joins use that
-        summary, strikes = (_published(f, lag_us) for f in (summary, strikes))
-    perp = None if tables["perp"] is None else tables["perp"].to_pandas()
+                     + (" with observed liquidations" if liquidations is not None else ""))
+    summary, strikes = (with_available_at(f, chain) for f in (summary, strikes))
+    lagged = {k: v for k, v in delays.items() if INPUT_SPECS[k].delay is not None}
+    if lagged:
+        notes.append("inputs used from their stamp + publication delay: "
+                     + ", ".join(f"{k} {v}" for k, v in lagged.items()))
+    perp = None if perp_table is None else _drop_available(perp_table).to_pandas()
     return MarketInputs(bars=bars, summary=summary, strikes=strikes, extra=extra,
                         liq_lines=None if liq_map is None else liq_map.lines, liq_map=liq_map,
                         barrier_lines=barrier_lines,
-                        perp=perp, futures=tables["futures"], funding=tables["funding"],
-                        input_hashes=hashes, notes=tuple(notes))
+                        perp=perp, futures=tables.get("futures"), funding=tables.get("funding"),
+                        input_hashes=hashes, notes=tuple(notes), tables=tables, delays=delays)
 
 
-def _published(frame: pd.DataFrame, lag_us: dict[int, int]) -> pd.DataFrame:
-    """``frame`` with each snapshot's ``ts`` moved to when it became usable."""
-    us = frame["ts"].dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64")
-    shift = pd.to_timedelta(us.map(lag_us).fillna(0).astype("int64"), unit="us")
-    return frame.assign(ts=frame["ts"] + shift)
+def _drop_available(table: pa.Table) -> pa.Table:
+    if AVAILABLE_AT in table.column_names:
+        return table.drop_columns([AVAILABLE_AT])
+    return table
+
+
+def published(table: pa.Table | pd.DataFrame) -> pa.Table | pd.DataFrame:
+    """``table`` with ``ts`` replaced by ``available_at`` (when it has one), for
+    consumers that join on ``ts``: a record enters them when it became usable."""
+    if isinstance(table, pd.DataFrame):
+        if AVAILABLE_AT not in table.columns:
+            return table
+        return table.assign(ts=table[AVAILABLE_AT]).drop(columns=AVAILABLE_AT)
+    if AVAILABLE_AT not in table.column_names:
+        return table
+    out = table.set_column(table.column_names.index("ts"), "ts",
+                           table[AVAILABLE_AT].cast(table.schema.field("ts").type))
+    return out.drop_columns([AVAILABLE_AT]).sort_by([("ts", "ascending")])
+
+
+def _availability(table: pa.Table | None) -> pd.Series | None:
+    """Stamp -> when every record of that stamp was usable (the latest of them)."""
+    if table is None or AVAILABLE_AT not in table.column_names:
+        return None
+    frame = table.select(["ts", AVAILABLE_AT]).to_pandas()
+    return frame.groupby("ts")[AVAILABLE_AT].max()
+
+
+def with_available_at(frame: pd.DataFrame | None, source: pa.Table | None,
+                      ) -> pd.DataFrame | None:
+    """``frame`` (rows stamped like ``source``'s records) plus ``available_at``: the
+    time its stamp's records became usable (``ts`` where ``source`` says nothing)."""
+    avail = _availability(source)
+    if frame is None or avail is None:
+        return frame
+    at = frame["ts"].map(avail)
+    return frame.assign(available_at=at.where(at.notna(), frame["ts"]))
 
 
 def _atm_iv_per_bar(bars: pd.DataFrame, summary: pd.DataFrame | None) -> Any:
@@ -245,7 +252,9 @@ def _atm_iv_per_bar(bars: pd.DataFrame, summary: pd.DataFrame | None) -> Any:
     if summary is None or "atm_iv" not in summary.columns:
         return float("nan")
     close = pd.DataFrame({"ts": bars["ts"] + bar_freq(bars)})
-    snaps = summary[["ts", "atm_iv"]].dropna().sort_values("ts")
+    snaps = published(summary[[c for c in ("ts", AVAILABLE_AT, "atm_iv")
+                               if c in summary.columns]])
+    snaps = snaps.dropna().astype({"ts": close["ts"].dtype}).sort_values("ts")
     joined = pd.merge_asof(close, snaps, on="ts", direction="backward")
     return joined["atm_iv"].to_numpy(dtype=float)
 
@@ -269,30 +278,37 @@ def basis_funding_lines(bars: pd.DataFrame, *, futures: pa.Table | None,
     least 7 days left (annualizing a few days' premium mostly amplifies noise).
     ``basis_z`` is its rolling z-score over the previous ``zscore_window`` observations
     (point in time: it never uses later values). ``funding_ann`` is the funding APR.
+    Each row also carries ``available_at``: when its inputs were published (the tables'
+    ``available_at``; their ``ts`` when they have none); the feed joins on it.
     """
     frames = []
     if futures is not None:
-        table = basis_table(futures, bars)
+        table = basis_table(_drop_available(futures), bars)
         cm = constant_maturity(table, tenors=(30,)).set_index("ts")["basis_ann_30d"]
         usable = table[(table["dte_days"] >= 7) & table["basis_ann"].notna()]
         front = usable.sort_values(["ts", "dte_days"]).groupby("ts")["basis_ann"].first()
         basis = cm.combine_first(front).dropna().sort_index()
-        frames.append(pd.DataFrame({"ts": basis.index, "basis_ann": basis.to_numpy(),
-                                    "basis_z": rolling_zscore(basis, zscore_window).to_numpy()}))
+        frame = pd.DataFrame({"ts": basis.index, "basis_ann": basis.to_numpy(),
+                              "basis_z": rolling_zscore(basis, zscore_window).to_numpy()})
+        frames.append(with_available_at(frame, futures))
     if funding is not None:
         fund = funding.to_pandas()
-        frames.append(pd.DataFrame({"ts": fund["ts"], "funding_ann": funding_apr(fund["rate_8h"])}))
+        frames.append(with_available_at(pd.DataFrame({"ts": fund["ts"], "funding_ann":
+                                                      funding_apr(fund["rate_8h"])}), funding))
     if not frames:
         return None
+    frames = [f if AVAILABLE_AT in f.columns else f.assign(available_at=f["ts"])
+              for f in frames]
     out = frames[0]
     for frame in frames[1:]:
-        out = out.merge(frame, on="ts", how="outer")
-    return out.sort_values("ts", ignore_index=True)
+        frame = frame.astype({c: out[c].dtype for c in ("ts", AVAILABLE_AT)})
+        out = out.merge(frame, on=["ts", AVAILABLE_AT], how="outer")
+    return out.sort_values(["ts", AVAILABLE_AT], ignore_index=True)
 
 
 def _with_volume_of(bars: pd.DataFrame, perp: pa.Table) -> pd.DataFrame:
     """Spot bars carrying the perp's volume (leverage lives on the perp), 0 where missing."""
-    volume = perp.to_pandas().set_index("ts")["volume"]
+    volume = _drop_available(perp).to_pandas().set_index("ts")["volume"]
     out = bars.copy()
     out["volume"] = volume.reindex(bars["ts"]).fillna(0.0).to_numpy()
     return out
@@ -316,7 +332,7 @@ def window_bounds(ts: pd.Series | pd.DatetimeIndex, config: RunConfig) -> tuple[
     hi = len(stamps) if config.end is None else int(stamps.searchsorted(utc(config.end)))
     if hi - lo < 2:
         raise DataError("fewer than two bars in the selected range",
-                        source=config.bars or config.market, column="ts",
+                        source=(config.bars or (config.market,))[0], column="ts",
                         expected="at least two bars between --from and --to",
                         fix="widen the date range or check the bars file")
     return lo, hi
@@ -346,6 +362,7 @@ class PreparedMarket(_LeavesInputsBehind):
     key: str
     input_hashes: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    delays: dict[str, str] = field(default_factory=dict)  # kind -> publication delay used
     # the loaded inputs, when prepared in this process: the report page draws from them
     # (never stored or shipped to workers)
     inputs: MarketInputs | None = field(default=None, repr=False, compare=False)
@@ -360,18 +377,18 @@ class PreparedMarket(_LeavesInputsBehind):
 
 #: config fields the prepared arrays depend on (besides the input files' contents)
 MARKET_FIELDS = ("freq", "dealer", "zscore_window", "max_staleness", "front_min_dte",
-                 "chain_delay")
+                 "delays")
 
 
 def market_fields(config: RunConfig) -> dict[str, Any]:
     """The input paths and analytic settings of ``config`` that a prepared market fixes."""
     data = config.to_dict()
-    return {key: data[key] for key in (*INPUTS, *MARKET_FIELDS)}
+    return {key: data[key] for key in (*input_names(), *MARKET_FIELDS)}
 
 
 def market_key(config: RunConfig, input_hashes: dict[str, str]) -> str:
     """sha256 of the analytic settings and the inputs' content hashes (not their paths)."""
-    settings = {k: v for k, v in market_fields(config).items() if k not in INPUTS}
+    settings = {k: v for k, v in market_fields(config).items() if k not in input_names()}
     hashes = {k: v for k, v in input_hashes.items() if k != "strategy_source"}
     payload = json.dumps({"market": settings, "inputs": hashes}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -388,6 +405,9 @@ def leg_arrays(config: RunConfig, inputs: MarketInputs) -> list[tuple[Leg, FeedA
                           extra=inputs.extra, liq_lines=inputs.liq_lines,
                           liq_map=inputs.liq_map, barrier_lines=inputs.barrier_lines,
                           max_staleness=config.max_staleness)
+    generic = value_lines(inputs.tables, arrays.close_us, duration_us(config.max_staleness))
+    if generic:  # kinds without analytics of their own, as of each bar close
+        arrays = with_lines(arrays, generic)
     out = [(Leg("spot", "spot"), arrays)]
     if inputs.perp is not None:
         lines = bar_leg_lines(arrays, inputs.perp)
@@ -395,7 +415,8 @@ def leg_arrays(config: RunConfig, inputs: MarketInputs) -> list[tuple[Leg, FeedA
             lines["funding_rate"] = funding_per_bar(arrays, inputs.funding)
         out.append((Leg("perp", "perp"), with_lines(arrays, lines)))
     if inputs.futures is not None:
-        legs = future_legs(inputs.futures, arrays, arrays.lines["close"])
+        # a quote enters its leg when published: no trading on a price not yet seen
+        legs = future_legs(published(inputs.futures), arrays, arrays.lines["close"])
         for leg, lines in sorted(legs.items(), key=lambda item: item[0].expiry):
             out.append((leg, with_lines(arrays, lines)))
         if legs:
@@ -442,7 +463,8 @@ def prepare(config: RunConfig, inputs: MarketInputs | None = None) -> PreparedMa
     legs = tuple(leg_arrays(config, inputs))
     key = hashlib.sha256(f"{market_key(config, hashes)}|{content_sha256(legs)}".encode())
     return PreparedMarket(legs=legs, market=market_fields(config), key=key.hexdigest(),
-                          input_hashes=hashes, notes=inputs.notes, inputs=inputs)
+                          input_hashes=hashes, notes=inputs.notes, delays=dict(inputs.delays),
+                          inputs=inputs)
 
 
 def slice_arrays(arrays: FeedArrays, lo: int, hi: int) -> FeedArrays:
@@ -456,8 +478,8 @@ def slice_arrays(arrays: FeedArrays, lo: int, hi: int) -> FeedArrays:
 
 
 def _check_market(config: RunConfig, prepared: PreparedMarket) -> None:
-    want = {k: v for k, v in market_fields(config).items() if k not in INPUTS}
-    have = {k: v for k, v in prepared.market.items() if k not in INPUTS}
+    want = {k: v for k, v in market_fields(config).items() if k not in input_names()}
+    have = {k: v for k, v in prepared.market.items() if k not in input_names()}
     for key, value in want.items():
         if have.get(key) != value:
             raise ConfigError(f"{key} = {value!r} differs from the prepared market's "
@@ -545,31 +567,27 @@ def buy_and_hold_returns(bars: pd.DataFrame) -> pd.Series:
     return returns
 
 
-#: input role -> (leg kind whose feed carries it, line that says a value is in force)
-COVERAGE_LINES = {"chain": ("spot", "gex"), "futures": ("spot", "basis_ann"),
-                  "funding": ("spot", "funding_ann"), "oi": ("spot", "liqmap_idx"),
-                  "liquidations": ("spot", "liqmap_idx"), "perp": ("perp", "fresh"),
-                  "barriers": ("spot", "barrier_gex")}
-
-
 def input_coverage(prepared: PreparedMarket, config: RunConfig, lo: int, hi: int,
                    ) -> dict[str, dict[str, Any]]:
-    """Per input, how much of the run's bars ``lo:hi`` it covers.
+    """Per loaded input kind with a coverage line (:meth:`InputSpec.coverage_line`), how
+    much of the run's bars ``lo:hi`` it covers.
 
     Returns
     -------
     dict
-        Role -> ``share`` (bars with a value in force, fraction), ``first`` and ``last``
-        (close times of the first and last such bar, ISO UTC, None when none) and
-        ``longest_gap_bars`` (the longest run of bars without a value).
+        Kind -> ``share`` (bars with a value in force, fraction), ``first`` and ``last``
+        (close times of the first and last such bar, ISO UTC, None when none),
+        ``longest_gap_bars`` (the longest run of bars without a value) and ``delay``
+        (the publication delay used).
     """
-    roles = [r for r in COVERAGE_LINES if getattr(config, r, None)]
-    if config.market is not None:
-        roles = [r for r in COVERAGE_LINES if r != "barriers" or config.barriers]
+    loaded = prepared.delays
     legs = {leg.kind: arrays for leg, arrays in prepared.legs}
     out: dict[str, dict[str, Any]] = {}
-    for role in roles:
-        kind, line = COVERAGE_LINES[role]
+    for role, spec in INPUT_SPECS.items():
+        where = spec.coverage_line()
+        if where is None or role not in loaded:
+            continue
+        kind, line = where
         arrays = legs.get(kind)
         if arrays is None or line not in arrays.lines:
             have = np.zeros(hi - lo, dtype=bool)
@@ -586,7 +604,8 @@ def input_coverage(prepared: PreparedMarket, config: RunConfig, lo: int, hi: int
             else (None, None)
         out[role] = {"share": float(have.mean()) if len(have) else 0.0,
                      "first": first, "last": last,
-                     "longest_gap_bars": int(gaps.max()) if gaps.size else 0}
+                     "longest_gap_bars": int(gaps.max()) if gaps.size else 0,
+                     "delay": loaded[role]}
     return out
 
 
@@ -607,6 +626,8 @@ def coverage_problems(coverage: dict[str, dict[str, Any]], config: RunConfig) ->
         given = getattr(config, role, None)
         if cov["share"] == 0 and given and config.market is None:
             source = given[0] if isinstance(given, tuple) else given
+            if len(given) > 1 and isinstance(given, tuple):
+                source = f"{source} (+{len(given) - 1} files)"
             raise DataError(f"the {role} input covers none of the run's bars", source=source,
                             column="ts", expected="timestamps that overlap the bars "
                             "(within --max-staleness of a bar close)",
@@ -649,6 +670,7 @@ def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) 
         name for name, (leg, _) in broker.legs.items() if leg.kind == "spot")))
     metrics["refusals"] = dict(sorted(broker.refusals.items()))
     metrics["coverage"] = coverage
+    metrics["delays"] = dict(prepared.delays)
     if not metrics.get("n_orders"):
         warnings_.append("no order was placed: the strategy never traded (check its "
                          "inputs' coverage and parameters)")

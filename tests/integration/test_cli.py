@@ -190,8 +190,8 @@ def test_run_with_basis_and_funding_lines(real, tmp_path):
     inputs = load_inputs(config)
     assert inputs.extra["basis_ann"].notna().sum() == 31
     assert inputs.extra["funding_ann"].notna().sum() >= 90
-    code = main(["run", "--bars", config.bars, "--chain", str(chain), "--futures", str(chain),
-                 "--funding", config.funding, "--from", "2022-03-01", "--to", "2022-04-01",
+    code = main(["run", "--bars", *config.bars, "--chain", str(chain), "--futures", str(chain),
+                 "--funding", *config.funding, "--from", "2022-03-01", "--to", "2022-04-01",
                  "--results", str(tmp_path)])
     assert code == 0
     _check_run_folder(_only_run(tmp_path))

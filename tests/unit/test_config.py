@@ -63,7 +63,7 @@ def test_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
         'strategy = "gamma_flip"\nbars = "data/bars.csv"\ncash = 5000.0\n'
         '[params]\nlookback = 4\n')
     config = RunConfig.from_toml(tmp_path / "run.toml")
-    assert config.bars == str((tmp_path / "data" / "bars.csv").resolve())
+    assert config.bars == (str((tmp_path / "data" / "bars.csv").resolve()),)
     assert config.cash == 5000.0 and config.strategy_params == {"lookback": 4}
     (tmp_path / "bad.toml").write_text('bars = "b.csv"\ncomission_bps = 3\n')
     with pytest.raises(ConfigError, match="did you mean 'commission_bps'"):
