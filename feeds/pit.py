@@ -4,6 +4,11 @@ The one rule (``DOMAIN.md`` section 2): a value stamped ``t`` may be used by a b
 only if ``t <= bar close``; a value older than a configurable limit is *stale* and
 becomes NaN instead of being carried forward for ever.
 
+Publication lag: a record is usable from ``available_at = ts + delay``
+(:func:`available_at_us`), the delay belonging to its source. Joins pass
+``available_at`` as the stamp: a record enters a bar only if ``available_at <= bar
+close``, and its age is counted from ``available_at``.
+
 All times here are ``int64`` microseconds since the Unix epoch, UTC (the canonical
 ``timestamp[us, UTC]`` unit). :func:`to_epoch_us` converts numpy ``datetime64`` arrays
 of any unit explicitly; pandas/pyarrow columns are converted by the caller (see
@@ -12,6 +17,7 @@ of any unit explicitly; pandas/pyarrow columns are converted by the caller (see
 
 Functions
 ---------
+available_at_us when each record became usable: stamp + publication delay
 asof_indices   index of the value in force at each bar close (``-1`` = none or stale)
 asof_take      gather values by those indices, NaN where the index is ``-1``
 exact_indices  index of the stamp equal to each key (``-1`` = absent)
@@ -69,6 +75,32 @@ def to_epoch_us(values: npt.ArrayLike, *, name: str = "timestamps") -> IntArray:
     raise InputError(f"unsupported dtype {arr.dtype}", column=name,
                      expected="datetime64 values or int64 microseconds since the epoch",
                      fix="convert the column to UTC timestamps first")
+
+
+def available_at_us(stamp_us: npt.ArrayLike, delay_us: int) -> IntArray:
+    """When each record became usable: ``stamp + delay``, ``int64`` microseconds.
+
+    Parameters
+    ----------
+    stamp_us
+        Record stamps (``int64`` microseconds or ``datetime64``).
+    delay_us
+        The source's publication delay in microseconds (``>= 0``).
+
+    Raises
+    ------
+    ConfigError
+        If ``delay_us`` is negative (a record cannot be known before its stamp).
+
+    Examples
+    --------
+    >>> available_at_us([0, 10], 5)
+    array([ 5, 15])
+    """
+    if delay_us < 0:
+        raise ConfigError(f"publication delay {delay_us!r} us is negative", column="delays",
+                          expected="a duration >= 0", fix="pass e.g. '1h'")
+    return to_epoch_us(stamp_us, name="stamp") + np.int64(delay_us)
 
 
 def asof_indices(bar_close_us: npt.ArrayLike, stamp_us: npt.ArrayLike,

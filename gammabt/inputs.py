@@ -39,7 +39,7 @@ from feeds.derivs import (
     load_perp,
 )
 from feeds.loaders import chain_delay, load_bars, load_chain
-from feeds.pit import asof_indices, asof_take
+from feeds.pit import asof_indices, asof_take, available_at_us
 from indicators.errors import ConfigError, DataError
 from indicators.gamma import DEALERS as GAMMA_DEALERS
 
@@ -100,6 +100,8 @@ class InputSpec:
     staleness
         Default age after which the kind's values turn NaN; None: the run's
         ``max_staleness``.
+    staleness_keys
+        The :func:`feeds.btfeed.build_arrays` staleness keys of its lines.
     market_table
         The table of a simulated-market folder this kind comes from, if any.
     lines
@@ -123,6 +125,7 @@ class InputSpec:
     delay: DelayRule | None = no_delay
     delay_doc: str = "0 (known at its stamp)"
     staleness: str | None = None
+    staleness_keys: tuple[str, ...] = ()
     market_table: str | None = None
     lines: tuple[str, ...] = ()
     coverage: tuple[str, str] | None = None
@@ -141,6 +144,15 @@ class InputSpec:
         if self.values:
             return ("spot", next(iter(self.value_lines().values())))
         return None
+
+
+def futures_delay(path: Path) -> pd.Timedelta:
+    """A futures file read from an option chain takes that chain format's delay; a
+    ``ts, expiry, price`` file is known at its stamps."""
+    try:
+        return chain_delay(path)
+    except DataError:  # not a chain layout
+        return pd.Timedelta(0)
 
 
 def _bars(path: Path, ctx: LoadContext) -> pa.Table:
@@ -193,7 +205,7 @@ INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
               "hour, taken up to 49 min later), else 0", market_table="chain",
               lines=("gex", "gamma_flip", "call_wall", "put_wall", "regime", "flip_dist",
                      "vanna_exp", "charm_exp", "atm_iv", "snap_idx"),
-              coverage=("spot", "gex")),
+              coverage=("spot", "gex"), staleness_keys=("summary", "strikes")),
     InputSpec("market", "A folder written by `gammabt simulate` (bars, chain and the "
               "rest).", None, repeats=False, folder=True, key=(), delay=None,
               delay_doc="per table: the delay of its kind"),
@@ -201,10 +213,13 @@ INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
               "repeatable.", _funding, schema="FUNDING",
               delay_doc="0: a rate is known at its stamp (daily means are stamped at the "
               "end of their day by the loader)", market_table="funding",
-              lines=("funding_ann", "funding_rate"), coverage=("spot", "funding_ann")),
+              lines=("funding_ann", "funding_rate"), coverage=("spot", "funding_ann"),
+              staleness_keys=("funding_ann",)),
     InputSpec("futures", "Dated futures prices (ts, expiry, price; or OptionsDX chain "
               "files); repeat for several files (merged; exact duplicates dropped).",
-              _futures, schema="FUTURES", key=("ts", "expiry"), market_table="futures",
+              _futures, schema="FUTURES", key=("ts", "expiry"), delay=futures_delay,
+              delay_doc="0; a chain file takes its format's chain delay",
+              market_table="futures", staleness_keys=("basis_ann", "basis_z"),
               lines=("basis_ann", "basis_z", "future legs"),
               coverage=("spot", "basis_ann")),
     InputSpec("perp", "Perp bars: their volume drives the liquidation map when no OI is "
@@ -309,9 +324,8 @@ def with_available_at(table: pa.Table, delay: pd.Timedelta) -> pa.Table:
     """``table`` plus ``available_at = ts + delay`` (replacing any existing column)."""
     if AVAILABLE_AT in table.column_names:
         table = table.drop_columns([AVAILABLE_AT])
-    ts = table["ts"].cast(pa.timestamp("us", tz="UTC"))
-    shifted = pa.array(ts.to_numpy().astype("datetime64[us]").view(np.int64)
-                       + int(delay / pd.Timedelta("1us")), type=pa.int64())
+    ts = table["ts"].cast(pa.timestamp("us", tz="UTC")).to_numpy().astype("datetime64[us]")
+    shifted = pa.array(available_at_us(ts, int(delay / pd.Timedelta("1us"))), type=pa.int64())
     return table.append_column(AVAILABLE_AT, shifted.cast(pa.timestamp("us", tz="UTC")))
 
 
@@ -412,6 +426,16 @@ def load_all(files: Mapping[str, Sequence[str]], delays: Mapping[str, str], *,
             table = getattr(market, spec.market_table, None)
             if table is not None:
                 out[name] = market_input(spec, table, str(market_folder), override.get(name))
+    return out
+
+
+def staleness(max_staleness: str) -> dict[str, str]:
+    """The feed's staleness limits: the run's ``max_staleness`` by default, a kind's own
+    :attr:`InputSpec.staleness` for its lines where it declares one."""
+    out = {"default": max_staleness}
+    for spec in INPUT_SPECS.values():
+        if spec.staleness is not None:
+            out.update(dict.fromkeys(spec.staleness_keys, spec.staleness))
     return out
 
 

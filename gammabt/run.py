@@ -38,7 +38,7 @@ from feeds.loaders import bar_freq
 from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
 from gammabt.config import RunConfig, input_names, input_sha256
-from gammabt.inputs import AVAILABLE_AT, INPUT_SPECS, load_all, value_lines
+from gammabt.inputs import AVAILABLE_AT, INPUT_SPECS, load_all, staleness, value_lines
 from gammabt.report import account_metrics, compute_metrics
 from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
@@ -404,7 +404,7 @@ def leg_arrays(config: RunConfig, inputs: MarketInputs) -> list[tuple[Leg, FeedA
     arrays = build_arrays(inputs.bars, summary=inputs.summary, strikes=inputs.strikes,
                           extra=inputs.extra, liq_lines=inputs.liq_lines,
                           liq_map=inputs.liq_map, barrier_lines=inputs.barrier_lines,
-                          max_staleness=config.max_staleness)
+                          max_staleness=staleness(config.max_staleness))
     generic = value_lines(inputs.tables, arrays.close_us, duration_us(config.max_staleness))
     if generic:  # kinds without analytics of their own, as of each bar close
         arrays = with_lines(arrays, generic)

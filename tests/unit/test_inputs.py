@@ -6,6 +6,7 @@ Hand-made market: 72 hourly bars from 2024-01-01 00:00 (bar ``k`` closes at
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -337,3 +338,20 @@ def test_the_new_kind_refuses_files_that_disagree(dvol, market, tmp_path):
     frame.to_csv(b, index=False)
     with pytest.raises(DataError, match="dvol files disagree"):
         load_inputs(RunConfig(bars=market["bars"], dvol=(a, b)))
+
+
+def test_a_kind_may_declare_its_own_staleness(monkeypatch, dvol, market):
+    a, _ = dvol
+    monkeypatch.setitem(INPUT_SPECS, "dvol", dataclasses.replace(DVOL, staleness="2h"))
+    line = prepare(RunConfig(bars=market["bars"], dvol=a)).legs[0][1].lines["dvol"]
+    # values every 6 h, usable 30 min after their stamp, for 2 h: 3 bars of 6 in force
+    assert np.isfinite(line[5:11]).tolist() == [True, True, False, False, False, False]
+
+
+def test_a_futures_file_read_from_a_chain_takes_the_chain_format_delay(tmp_path, market):
+    from gammabt.inputs import futures_delay
+    from tests.data.loader_fixtures import deribit_hourly_frame, write_csv
+
+    hourly = write_csv(tmp_path / "hourly.csv", deribit_hourly_frame())
+    assert futures_delay(hourly) == HOUR
+    assert futures_delay(Path(market["futures"])) == pd.Timedelta(0)

@@ -9,6 +9,7 @@ import pytest
 from feeds.pit import (
     asof_indices,
     asof_take,
+    available_at_us,
     exact_indices,
     group_offsets,
     modal_spacing,
@@ -130,3 +131,25 @@ def test_modal_spacing_ignores_gaps():
     assert modal_spacing(ts) == HOUR
     with pytest.raises(InputError, match="bar_freq"):
         modal_spacing(np.array([HOUR]))
+
+
+def test_available_at_is_stamp_plus_delay():
+    assert available_at_us([0, 10], 5).tolist() == [5, 15]
+    stamps = np.array(["2024-01-01T00:00"], dtype="datetime64[s]")
+    assert available_at_us(stamps, HOUR).tolist() == [stamps.astype("datetime64[us]")
+                                                        .view(np.int64)[0] + HOUR]
+    with pytest.raises(ConfigError, match="negative"):
+        available_at_us([0], -1)
+
+
+@pytest.mark.parametrize("delay", [0, 1, HOUR // 2, HOUR, 5 * HOUR])
+def test_a_delay_shifts_the_join_by_exactly_the_delay(delay):
+    """Joining on stamp + delay at close c is joining on the stamp at c - delay: a value
+    is in force exactly ``delay`` later, and goes stale ``delay`` later."""
+    rng = np.random.default_rng(4)
+    stamps = np.sort(rng.integers(0, 48 * HOUR, 30))
+    closes = np.arange(0, 60 * HOUR, HOUR // 4)
+    lagged = asof_indices(closes, available_at_us(stamps, delay), 3 * HOUR)
+    np.testing.assert_array_equal(lagged, asof_indices(closes - delay, stamps, 3 * HOUR))
+    first = int(np.flatnonzero(lagged >= 0)[0])
+    assert closes[first] >= stamps[0] + delay
