@@ -22,7 +22,7 @@ counts twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class InputSpec:
     delay
         Default publication delay per file (from its format); None for price clocks
         (bars, spot, perp), which take no delay.
+    delay_doc
+        The default delay in words (the ``--delay`` help).
     staleness
         Default age after which the kind's values turn NaN; None: the run's
         ``max_staleness``.
@@ -123,14 +125,13 @@ class InputSpec:
     folder: bool = False
     key: tuple[str, ...] = ("ts",)
     delay: DelayRule | None = no_delay
-    delay_doc: str = "0 (known at its stamp)"
+    delay_doc: str = "0"
     staleness: str | None = None
     staleness_keys: tuple[str, ...] = ()
     market_table: str | None = None
     lines: tuple[str, ...] = ()
     coverage: tuple[str, str] | None = None
     values: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def value_lines(self) -> dict[str, str]:
         """Column -> line name of :attr:`values`."""
@@ -201,8 +202,8 @@ INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
               delay_doc="none: a bar is used at its close"),
     InputSpec("chain", "Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
               "repeat for several files.", _chain, schema="CHAIN", delay=chain_delay,
-              delay_doc="per format: 1h for the Deribit hourly chain (labelled with the "
-              "hour, taken up to 49 min later), else 0", market_table="chain",
+              # the Deribit hourly file is labelled with the hour, taken up to 49 min later
+              delay_doc="1h for the Deribit hourly file, else 0", market_table="chain",
               lines=("gex", "gamma_flip", "call_wall", "put_wall", "regime", "flip_dist",
                      "vanna_exp", "charm_exp", "atm_iv", "snap_idx"),
               coverage=("spot", "gex"), staleness_keys=("summary", "strikes")),
@@ -211,14 +212,14 @@ INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
               delay_doc="per table: the delay of its kind"),
     InputSpec("funding", "Perp funding rates (8-hourly or daily) -> funding_ann line; "
               "repeatable.", _funding, schema="FUNDING",
-              delay_doc="0: a rate is known at its stamp (daily means are stamped at the "
-              "end of their day by the loader)", market_table="funding",
+              # daily means are stamped at the end of their day by the loader
+              delay_doc="0", market_table="funding",
               lines=("funding_ann", "funding_rate"), coverage=("spot", "funding_ann"),
               staleness_keys=("funding_ann",)),
     InputSpec("futures", "Dated futures prices (ts, expiry, price; or OptionsDX chain "
               "files); repeat for several files (merged; exact duplicates dropped).",
               _futures, schema="FUTURES", key=("ts", "expiry"), delay=futures_delay,
-              delay_doc="0; a chain file takes its format's chain delay",
+              delay_doc="0, or the chain format's for a chain file",
               market_table="futures", staleness_keys=("basis_ann", "basis_z"),
               lines=("basis_ann", "basis_z", "future legs"),
               coverage=("spot", "basis_ann")),

@@ -261,6 +261,14 @@ def _basis_curve(inputs: Any) -> pd.DataFrame | None:
         return None
 
 
+def _usable(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``frame`` stamped when its rows became usable (``available_at``: stamp plus the
+    publication delay), so the charts show the snapshot the strategy had at a time."""
+    if frame is None or "available_at" not in frame.columns:
+        return frame
+    return frame.assign(ts=frame["available_at"])
+
+
 def _coverage(inputs: Any) -> list[dict[str, str]]:
     rows = []
     for name, frame in (("bars", inputs.bars), ("chain snapshots", inputs.summary),
@@ -301,7 +309,7 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
              f"{pd.Timestamp(bars['ts'].iloc[-1]):%Y-%m-%d %H:%M} UTC"
     heading = f"{config.strategy}" + (f" [{config.label}]" if config.label else "")
     charts, missing = [], []
-    summary = inputs.summary if inputs is not None else None
+    summary = _usable(inputs.summary) if inputs is not None else None
 
     def titled(fig: Any) -> Any:  # every chart names the run and its period
         fig.update_layout(title_text=f"{fig.layout.title.text}<br><sup>{esc(heading)}, "
@@ -313,7 +321,7 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
                    "html": fig_html(fig, "chart-price", 520)})
     if inputs is not None and inputs.strikes is not None and len(inputs.strikes):
         times = snapshot_times(bars, result.equity, result.trades)
-        fig = gex_figure(inputs.strikes, summary, times)
+        fig = gex_figure(_usable(inputs.strikes), summary, times)
         if fig is not None:
             charts.append({"id": "chart-gex", "title": "GEX by strike at chosen times",
                            "html": fig_html(titled(fig), "chart-gex",

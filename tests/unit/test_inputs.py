@@ -355,3 +355,21 @@ def test_a_futures_file_read_from_a_chain_takes_the_chain_format_delay(tmp_path,
     hourly = write_csv(tmp_path / "hourly.csv", deribit_hourly_frame())
     assert futures_delay(hourly) == HOUR
     assert futures_delay(Path(market["futures"])) == pd.Timedelta(0)
+
+
+def test_every_market_table_named_by_a_spec_exists():
+    from feeds.sim.market import OPTIONAL_TABLES, TABLES
+
+    named = {s.market_table for s in INPUT_SPECS.values() if s.market_table}
+    assert named <= set(TABLES) | set(OPTIONAL_TABLES)
+
+
+def test_the_report_page_draws_snapshots_from_when_they_were_usable(tmp_path):
+    from feeds.synthetic import simulate
+    from gammabt.runpage import _usable
+
+    simulate("calm", days=1, seed=0).write(tmp_path / "m")
+    inputs = load_inputs(RunConfig(market=str(tmp_path / "m"), delays={"chain": "1h"}))
+    assert (inputs.summary["available_at"] - inputs.summary["ts"] == HOUR).all()
+    for frame in (inputs.summary, inputs.strikes):
+        assert (_usable(frame)["ts"] == frame["available_at"]).all()
