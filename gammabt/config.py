@@ -16,19 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from feeds.cache import file_sha256
 from gammabt.broker import Terms, resolve_terms
 from gammabt.index import check_label
-from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS, parse_delay
+from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS, Dealer, Instrument, parse_delay
 from indicators.errors import ConfigError
 from strategies.registry import check_params, get_strategy
-
-Dealer = Literal["auto", "long_calls_short_puts", "short_calls_long_puts", "explicit"]
-Instrument = Literal["spot", "perp"]
 
 
 def input_names() -> tuple[str, ...]:
@@ -319,6 +316,11 @@ def _freeze_files(files: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]]
     ConfigError
         A kind that takes one folder (``market``) given several.
     """
+    unknown = sorted(set(files) - set(INPUT_SPECS))
+    if unknown:
+        raise ConfigError(f"unknown input kind {unknown[0]!r}", column="files",
+                          expected=f"kinds among {list(INPUT_SPECS)}",
+                          fix="register the kind (gammabt.inputs.register) or drop it")
     out = []
     for name, spec in INPUT_SPECS.items():
         value = files.get(name)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -42,12 +42,15 @@ from feeds.loaders import chain_delay, load_bars, load_chain
 from feeds.pit import asof_indices, asof_take, available_at_us
 from indicators.errors import ConfigError, DataError
 from indicators.gamma import DEALERS as GAMMA_DEALERS
+from indicators.gamma import Dealer as GammaDealer
 
 #: Dealer positioning for GEX: ``auto`` (explicit positions when the chain has them,
 #: else the default) plus every convention of :mod:`indicators.gamma`.
 DEALERS: tuple[str, ...] = ("auto", *GAMMA_DEALERS)
+Dealer = Literal["auto"] | GammaDealer
 #: What single-leg strategies trade.
-INSTRUMENTS: tuple[str, ...] = ("spot", "perp")
+Instrument = Literal["spot", "perp"]
+INSTRUMENTS: tuple[str, ...] = get_args(Instrument)
 
 #: Name of the column every loaded table carries: when each row became usable (UTC).
 AVAILABLE_AT = "available_at"

@@ -630,7 +630,8 @@ def coverage_problems(coverage: dict[str, dict[str, Any]], config: RunConfig) ->
                 source = f"{source} (+{len(given) - 1} files)"
             raise DataError(f"the {role} input covers none of the run's bars", source=source,
                             column="ts", expected="timestamps that overlap the bars "
-                            "(within --max-staleness of a bar close)",
+                            "(within --max-staleness of a bar close, counted "
+                            "from each record's publication)",
                             fix="check the dates of both files, or widen --from/--to")
         if cov["share"] < 0.5:
             warnings_.append(f"{role} covers only {cov['share']:.0%} of the bars "
