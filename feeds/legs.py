@@ -19,6 +19,15 @@ liquidation and basis lines. Only the price lines and four leg lines differ:
     For the perpetual: the funding settled inside the bar, ``(close_prev, close]``, as a
     fraction of notional per payment (a daily aggregate row pays three 8-hour periods);
     0 elsewhere. The broker charges ``qty * close * funding_rate`` at the bar's close.
+    This is the settlement itself, at its stamp whatever the funding input's
+    publication delay: the exchange settles then and the account sees the payment;
+    the delay applies to the ``funding_ann`` signal line.
+
+Publication lag
+---------------
+The caller passes futures quotes stamped when they were published (``available_at``,
+see :mod:`gammabt.inputs`): a quote marks its leg, and may fill an order, only from
+then, so a strategy never trades on a price it could not have seen.
 
 Sparse legs
 -----------

@@ -477,6 +477,9 @@ def slice_arrays(arrays: FeedArrays, lo: int, hi: int) -> FeedArrays:
                                lines={k: v[lo:hi] for k, v in arrays.lines.items()})
 
 
+_FLAGS = {"delays": "delay"}  # market field -> its command-line flag, where they differ
+
+
 def _check_market(config: RunConfig, prepared: PreparedMarket) -> None:
     want = {k: v for k, v in market_fields(config).items() if k not in input_names()}
     have = {k: v for k, v in prepared.market.items() if k not in input_names()}
@@ -485,7 +488,8 @@ def _check_market(config: RunConfig, prepared: PreparedMarket) -> None:
             raise ConfigError(f"{key} = {value!r} differs from the prepared market's "
                               f"{have.get(key)!r}", column=key,
                               expected="the settings the market was prepared with",
-                              fix=f"drop --{key.replace('_', '-')} or prepare again with it")
+                              fix=f"drop --{_FLAGS.get(key, key.replace('_', '-'))} or "
+                              "prepare again with it")
 
 
 def build_legs(config: RunConfig, inputs: MarketInputs | PreparedMarket,

@@ -77,3 +77,54 @@ def test_input_sha256_of_file_and_folder(tmp_path):
     (tmp_path / "d" / "a.txt").write_text("two")
     assert input_sha256(tmp_path / "d") != first
     assert input_sha256(tmp_path / "d" / "a.txt") == hashlib.sha256(b"two").hexdigest()
+
+
+def test_every_input_kind_is_a_field_a_toml_key_and_takes_several_files(tmp_path):
+    from gammabt.inputs import INPUT_SPECS
+
+    files = {name: ["a.x", "b.x"] for name, spec in INPUT_SPECS.items() if spec.repeats}
+    (tmp_path / "run.toml").write_text("\n".join(f'{k} = ["a.x", "b.x"]' for k in files)
+                                       + '\nmarket = "sim"\n')
+    config = RunConfig.from_toml(tmp_path / "run.toml")
+    for name in files:
+        assert getattr(config, name) == (str(tmp_path / "a.x"), str(tmp_path / "b.x"))
+    assert config.market == str(tmp_path / "sim")
+    assert config.inputs()["chain.1"] == str(tmp_path / "b.x")
+    again = RunConfig.from_mapping(config.to_dict())
+    assert again == config and hash(again) == hash(config)
+
+
+def test_one_path_or_none_normalise_to_tuples():
+    config = RunConfig(bars="b.csv", funding="f.csv", futures=["x", "y"], oi=None)
+    assert (config.bars, config.funding, config.futures, config.oi, config.market) == \
+        (("b.csv",), ("f.csv",), ("x", "y"), (), None)
+    assert config.to_dict()["bars"] == ["b.csv"] and config.to_dict()["market"] is None
+
+
+def test_replace_and_pickle_keep_the_inputs():
+    import dataclasses
+    import pickle
+
+    config = RunConfig(bars="b.csv", chain=("c1", "c2"), delays={"chain": "1h"})
+    moved = dataclasses.replace(config, start="2024-01-01", chain="c3")
+    assert moved.chain == ("c3",) and moved.bars == ("b.csv",) and moved.delays == config.delays
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert config.replace(chain_delay="0s").chain_delay == "0s"
+
+
+def test_digest_ignores_every_input_path_but_not_the_delays():
+    a = RunConfig(bars="a.csv", funding="f.csv")
+    b = RunConfig(bars="b.csv", funding="g.csv")
+    assert a.digest({"bars": "h"}) == b.digest({"bars": "h"})
+    assert a.digest() != a.replace(delays={"funding": "1h"}).digest()
+
+
+def test_unknown_keys_and_kinds_are_refused():
+    with pytest.raises(ConfigError, match="did you mean 'funding'"):
+        RunConfig.from_mapping({"bars": "b.csv", "fundng": "f.csv"})
+    with pytest.raises(ConfigError, match="unknown setting 'fundng'"):
+        RunConfig(bars="b.csv", fundng="f.csv")
+    with pytest.raises(ConfigError, match="unknown input kind 'dvol'"):
+        RunConfig(bars="b.csv", files=(("dvol", ("d.csv",)),))
+    with pytest.raises(ConfigError, match="delays must be a table"):
+        RunConfig.from_mapping({"bars": "b.csv", "delays": "1h"})

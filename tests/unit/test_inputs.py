@@ -373,3 +373,25 @@ def test_the_report_page_draws_snapshots_from_when_they_were_usable(tmp_path):
     assert (inputs.summary["available_at"] - inputs.summary["ts"] == HOUR).all()
     for frame in (inputs.summary, inputs.strikes):
         assert (_usable(frame)["ts"] == frame["available_at"]).all()
+
+
+def test_a_prepared_market_keeps_its_delays(market, tmp_path):
+    from gammabt.prepared import load_prepared, save_prepared
+
+    config = RunConfig(**market, delays={"funding": "1h"})
+    folder = save_prepared(prepare(config), tmp_path / "p")
+    loaded = load_prepared(folder)
+    assert loaded.delays["funding"] == "1h" and loaded.delays["futures"] == "0s"
+    assert run(config, loaded).metrics["delays"]["funding"] == "1h"
+    with pytest.raises(ConfigError, match="drop --delay or prepare again"):
+        run(config.replace(delays={"funding": "2h"}), loaded)
+
+
+def test_a_file_replaces_the_simulated_markets_table_of_its_kind(market, tmp_path):
+    from feeds.synthetic import simulate
+
+    simulate("calm", days=1, seed=0).write(tmp_path / "m")
+    sim = load_inputs(RunConfig(market=str(tmp_path / "m")))
+    mixed = load_inputs(RunConfig(market=str(tmp_path / "m"), funding=market["funding"]))
+    assert mixed.tables["funding"].num_rows == 8 != sim.tables["funding"].num_rows
+    assert mixed.tables["chain"].equals(sim.tables["chain"])
