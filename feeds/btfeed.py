@@ -850,6 +850,31 @@ class GammaCoreFeed(bt.feed.DataBase):
         value = line[ago]
         return int(value) if value == value and value >= 0 else -1
 
+    def input_value(self, name: str, ago: int = 0) -> float:
+        """The value of an array line that is not a Backtrader line (an input kind
+        registered with ``values`` in :mod:`gammabt.inputs`, e.g. ``"dvol"``), as of the
+        bar ``ago`` bars back: the last underlying bar closed at or before its datetime.
+
+        Backtrader lines are declared on the class, so a kind added without editing
+        this module reaches strategies through this accessor instead of ``data.NAME``.
+
+        Raises
+        ------
+        ConfigError
+            ``name`` is not a line of this feed's arrays (the names are listed).
+        """
+        values = self._arrays.lines.get(name)
+        if values is None:
+            hint = difflib.get_close_matches(name, list(self._arrays.lines), n=1)
+            raise ConfigError(f"no input line {name!r}", column=name,
+                              expected=f"one of {sorted(self._arrays.lines)}",
+                              fix=f"did you mean {hint[0]!r}?" if hint else
+                              "register the input kind with values and pass its file")
+        self._index(self.lines.datetime, ago)  # refuses ago beyond a memory-saving buffer
+        dt = self.lines.datetime[ago]
+        k = int(np.searchsorted(self._dt, dt, side="right")) - 1
+        return float(values[k]) if k >= 0 else float("nan")
+
     def strike_gex(self, ago: int = 0) -> tuple[FloatArray, FloatArray]:
         """Strikes and net dealer GEX (USD per 1% move) of the snapshot in force.
 

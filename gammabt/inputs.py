@@ -4,8 +4,13 @@ Everything that used to list the inputs by hand derives from :data:`INPUT_SPECS`
 input fields of :class:`gammabt.config.RunConfig` (and their TOML keys), the command
 line's input options and the ``--prepared`` conflict check (``gammabt.cli``),
 :func:`gammabt.run.load_inputs`, the coverage report and the prepared-market manifest.
-Adding an input kind means adding one spec here (and, for a kind with its own
-analytics, the code that turns its table into feed lines).
+Adding an input kind means adding one spec here: it becomes a config field and TOML
+key, a CLI option, is loaded, merged, delayed and reported in the coverage. A kind that
+declares ``values`` is joined point in time onto the bars as array lines, which
+strategies read with ``data.input_value(name)``; a Backtrader line (``data.name``)
+needs a declaration in :mod:`feeds.btfeed` (Backtrader lines are class attributes and
+this project generates no classes at run time), and a kind with analytics of its own
+(GEX from a chain, a liquidation map) needs that code in :func:`gammabt.run.load_inputs`.
 
 Publication lag (``DOMAIN.md`` section 2): every record of a delayed kind gets
 ``available_at = ts + delay``, the delay being the user's override (``--delay

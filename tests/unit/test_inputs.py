@@ -395,3 +395,31 @@ def test_a_file_replaces_the_simulated_markets_table_of_its_kind(market, tmp_pat
     mixed = load_inputs(RunConfig(market=str(tmp_path / "m"), funding=market["funding"]))
     assert mixed.tables["funding"].num_rows == 8 != sim.tables["funding"].num_rows
     assert mixed.tables["chain"].equals(sim.tables["chain"])
+
+
+class _DvolReader(bt.Strategy):
+    def __init__(self) -> None:
+        self.seen: list[tuple[pd.Timestamp, float]] = []
+
+    def next(self) -> None:
+        close = pd.Timestamp(self.data.datetime.datetime(0), tz="UTC")
+        self.seen.append((close, self.data.input_value("dvol")))
+
+
+@pytest.mark.parametrize("runonce,preload", [(True, True), (False, False)])
+def test_a_strategy_reads_the_new_kind_point_in_time(dvol, market, runonce, preload):
+    a, b = dvol
+    config = RunConfig(bars=market["bars"], dvol=(a, b), delays={"dvol": "1h"},
+                       start="2024-01-01T03:00")
+    prepared = prepare(config)
+    cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
+    feed = build_legs(config, prepared)[0]
+    cerebro.adddata(feed, name="spot")
+    cerebro.addstrategy(_DvolReader)
+    seen = cerebro.run()[0].seen
+    line = prepared.legs[0][1].lines["dvol"]
+    np.testing.assert_array_equal([v for _, v in seen], line[3:])  # the window starts at 3
+    first = next(c for c, v in seen if np.isfinite(v))
+    assert first == START + 6 * HOUR  # stamped 05:00, published 06:00
+    with pytest.raises(ConfigError, match="did you mean 'dvol'"):
+        feed.input_value("dvl")
