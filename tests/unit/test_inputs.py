@@ -423,3 +423,17 @@ def test_a_strategy_reads_the_new_kind_point_in_time(dvol, market, runonce, prel
     assert first == START + 6 * HOUR  # stamped 05:00, published 06:00
     with pytest.raises(ConfigError, match="did you mean 'dvol'"):
         feed.input_value("dvl")
+
+
+def test_delayed_open_interest_and_liquidations_reach_the_map_later(tmp_path):
+    from feeds.synthetic import simulate
+
+    simulate("calm", days=2, seed=0).write(tmp_path / "m")
+
+    def liq(**delays):
+        return prepare(RunConfig(market=str(tmp_path / "m"), delays=delays)
+                       ).legs[0][1].lines["liq_below_usd"]
+
+    base, late_oi, late_liq = liq(), liq(oi="3h"), liq(liquidations="3h")
+    assert _first(late_oi) == _first(base) + 3
+    assert not np.array_equal(late_liq, base, equal_nan=True)
