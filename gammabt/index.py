@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from gammabt.inputs import INPUT_SPECS
 from indicators.errors import ConfigError
 
 __all__ = ["COLUMNS", "HEADLINE", "INDEX_NAME", "LABEL_PATTERN", "IndexWarning", "check_label",
@@ -101,9 +102,7 @@ def run_row(folder: str | Path) -> dict[str, Any]:
         index = pd.read_parquet(returns, columns=[]).index
         if len(index):
             start, end = index.min(), index.max()
-    inputs = {key: cfg.get(key) for key in ("bars", "chain", "spot", "market", "funding",
-                                            "futures", "perp", "oi", "liquidations")
-              if cfg.get(key)}
+    inputs = {key: cfg.get(key) for key in INPUT_SPECS if cfg.get(key)}
     row: dict[str, Any] = {
         "run_id": folder.name,
         "label": cfg.get("label") or "",

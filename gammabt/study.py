@@ -21,7 +21,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from feeds.loaders import bar_freq, chain_delay, load_bars, load_chain
+from feeds.loaders import bar_freq, load_bars, load_chain
+from gammabt.inputs import INPUT_SPECS
 from indicators.errors import ConfigError, DataError
 from indicators.events import (
     bootstrap_mean_ci,
@@ -250,7 +251,7 @@ def regime_study(chains: Sequence[Path], bars: Sequence[Path] | Path, *,
     for path in chains:
         table = load_chain(path, spot=spot_src)
         s = summarize(table, dealer=resolve_dealer(dealer, table))
-        lag = delay if delay is not None else chain_delay(path)
+        lag = delay if delay is not None else INPUT_SPECS["chain"].delay(Path(path))
         s["available_at"] = s["ts"] + lag
         s["source"] = Path(path).name
         sums.append(s)
