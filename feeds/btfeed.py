@@ -70,9 +70,10 @@ from feeds.pit import (
     asof_take,
     exact_indices,
     group_offsets,
-    modal_spacing,
 )
 from indicators.errors import ConfigError, DataError
+from plumbing.aliases import DurationLike
+from plumbing.timeconv import duration_us, modal_spacing_us, to_epoch_us
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -93,8 +94,7 @@ DEFAULT_STALENESS = "26h"
 #: Backtrader date number of 1970-01-01 00:00 (``datetime.date(1970, 1, 1).toordinal()``).
 BT_EPOCH_ORDINAL = 719_163
 
-Duration = str | pd.Timedelta
-Staleness = Duration | Mapping[str, Duration]
+Staleness = DurationLike | Mapping[str, DurationLike]
 
 
 # --------------------------------------------------------------------------- time
@@ -118,48 +118,10 @@ def bt_datenum(us: npt.ArrayLike) -> FloatArray:
     return (days + BT_EPOCH_ORDINAL).astype(np.float64) + rem / float(US_PER_DAY)
 
 
-def epoch_us(col: pd.Series | pd.Index, *, source: str, column: str = "ts") -> IntArray:
-    """UTC epoch microseconds of a tz-aware pandas datetime column (any unit).
-
-    Raises
-    ------
-    DataError
-        For timezone-naive, non-datetime or missing (NaT) values, naming ``source``,
-        ``column`` and the first bad row.
-    """
-    dtype = col.dtype
-    if not isinstance(dtype, pd.DatetimeTZDtype):
-        naive = pd.api.types.is_datetime64_any_dtype(dtype)
-        raise DataError("timestamps are timezone-naive" if naive else
-                        f"column has dtype {dtype}, not timestamps", source=source,
-                        column=column, expected="timezone-aware UTC timestamps",
-                        fix="use the canonical tables or .dt.tz_localize('UTC')")
-    idx = pd.DatetimeIndex(col)
-    if idx.hasnans:
-        row = int(np.flatnonzero(idx.isna())[0])
-        raise DataError("missing timestamp (NaT)", source=source, row=row, column=column,
-                        expected="a timestamp in every row", fix="drop or repair the row")
-    # explicit unit: pandas 3 defaults to microseconds, older data may carry ns
-    return np.asarray(idx.tz_convert("UTC").as_unit("us").asi8, dtype=np.int64).copy()
-
-
-def duration_us(value: Duration, *, name: str = "max_staleness") -> int:
-    """A non-negative duration (``"26h"``, ``pd.Timedelta``) in whole microseconds."""
-    try:
-        td = pd.Timedelta(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot read {value!r} as a duration", column=name,
-                          expected="a duration such as '26h', '3D' or pd.Timedelta",
-                          fix="use pandas offset aliases (h, min, s, D)") from exc
-    if pd.isna(td) or td < pd.Timedelta(0):
-        raise ConfigError(f"duration {value!r} is missing or negative", column=name,
-                          expected="a duration >= 0", fix="pass e.g. '26h'")
-    return int(td.to_timedelta64().astype("timedelta64[us]").astype(np.int64))
-
-
 def _staleness(max_staleness: Staleness) -> dict[str, int]:
     if not isinstance(max_staleness, Mapping):
-        one = duration_us(max_staleness)
+        one = duration_us(max_staleness, name="max_staleness", minimum="nonnegative",
+                          example="26h")
         return dict.fromkeys(STALENESS_KEYS, one)
     allowed = (*STALENESS_KEYS, "default")
     for key in max_staleness:
@@ -169,8 +131,10 @@ def _staleness(max_staleness: Staleness) -> dict[str, int]:
                               + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                               column="max_staleness", expected=f"keys among {list(allowed)}",
                               fix="rename the key")
-    default = duration_us(max_staleness.get("default", DEFAULT_STALENESS))
-    return {key: duration_us(max_staleness[key], name=f"max_staleness[{key!r}]")
+    default = duration_us(max_staleness.get("default", DEFAULT_STALENESS),
+                          name="max_staleness['default']", minimum="nonnegative", example="26h")
+    return {key: duration_us(max_staleness[key], name=f"max_staleness[{key!r}]",
+                             minimum="nonnegative", example="26h")
             if key in max_staleness else default for key in STALENESS_KEYS}
 
 
@@ -335,7 +299,7 @@ def _sorted_unique(us: IntArray, source: str) -> None:
 def _per_bar(df: pd.DataFrame, source: str, open_us: IntArray
              ) -> tuple[np.ndarray, pd.DataFrame]:
     """Match a per-bar frame to the bars by exact ``ts`` (bar open time)."""
-    us = epoch_us(df["ts"], source=source)
+    us = to_epoch_us(df["ts"], source=source)
     order = np.argsort(us, kind="stable")
     us = us[order]
     _sorted_unique(us, source)
@@ -357,7 +321,7 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
                  liq_map: Frame | LiqMapSource | None = None,
                  barrier_lines: Frame | None = None,
                  max_staleness: Staleness = DEFAULT_STALENESS,
-                 bar_freq: Duration | None = None) -> FeedArrays:
+                 bar_freq: DurationLike | None = None) -> FeedArrays:
     """Join all inputs point-in-time onto the bars, as arrays (no Backtrader involved).
 
     Parameters
@@ -417,17 +381,10 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
     if len(b) == 0:
         raise DataError("no bars", source="bars", expected="at least one bar",
                         fix="check the date filter")
-    open_us = epoch_us(b["ts"], source="bars")
+    open_us = to_epoch_us(b["ts"], source="bars")
     _sorted_unique(open_us, "bars")
-    if bar_freq is None and len(open_us) < 2:
-        raise DataError("cannot infer the bar spacing from one bar", source="bars",
-                        column="ts", expected="at least two bars, or bar_freq",
-                        fix="pass bar_freq explicitly (e.g. '1h')")
     freq_us = duration_us(bar_freq, name="bar_freq") if bar_freq is not None \
-        else modal_spacing(open_us)
-    if freq_us <= 0:
-        raise ConfigError("bar_freq must be positive", column="bar_freq",
-                          expected="a duration > 0", fix="pass e.g. '1h'")
+        else modal_spacing_us(open_us, source="bars")
     close_us = open_us + freq_us
     stale = _staleness(max_staleness)
     n = len(open_us)
@@ -447,7 +404,7 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
     if summary is not None:
         s = _frame(summary, "summary")
         _require(s, "summary", ("ts", *SUMMARY_COLUMNS))
-        idx = asof_indices(close_us, epoch_us(s["ts"], source="summary"), stale["summary"])
+        idx = asof_indices(close_us, to_epoch_us(s["ts"], source="summary"), stale["summary"])
         for name in SUMMARY_COLUMNS:
             lines[name] = asof_take(_floats(s, name, "summary"), idx)
         for column, name in SUMMARY_SECOND.items():
@@ -477,7 +434,7 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
                             else "none of the basis/funding columns", source="extra",
                             expected=f"ts plus any of {list(LINES_BASIS)}",
                             fix="rename or select the columns")
-        us = epoch_us(e["ts"], source="extra")
+        us = to_epoch_us(e["ts"], source="extra")
         for name in LINES_BASIS:
             if name in e.columns:
                 vals = _floats(e, name, "extra")
@@ -523,7 +480,7 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
 
 def _strike_snapshots(df: pd.DataFrame) -> Snapshots:
     _require(df, "strikes", ("ts", "strike", "gex_net"))
-    us = epoch_us(df["ts"], source="strikes")
+    us = to_epoch_us(df["ts"], source="strikes")
     strike = _floats(df, "strike", "strikes")
     order = np.lexsort((strike, us))
     stamps, offsets = group_offsets(us[order])
@@ -552,7 +509,7 @@ def _lazy_liq(source: LiqMapSource, open_us: IntArray) -> LazySnapshots:
         raise DataError("the map source has no lines['ts']", source="liq_map", column="ts",
                         expected="an object with .lines (DataFrame with ts) and .arrays(i)",
                         fix="pass indicators.liquidation.estimate_liq_map(...) or a long frame")
-    stamps = epoch_us(lines["ts"], source="liq_map.lines")
+    stamps = to_epoch_us(lines["ts"], source="liq_map.lines")
     _sorted_unique(stamps, "liq_map.lines")
     _check_bar_stamps(stamps, open_us, "liq_map.lines", lambda k: k)
     return LazySnapshots(_readonly(stamps), source)
@@ -560,7 +517,7 @@ def _lazy_liq(source: LiqMapSource, open_us: IntArray) -> LazySnapshots:
 
 def _liq_snapshots(df: pd.DataFrame, open_us: IntArray) -> Snapshots:
     _require(df, "liq_map", ("ts", "price", "long_usd", "short_usd"))
-    us = epoch_us(df["ts"], source="liq_map")
+    us = to_epoch_us(df["ts"], source="liq_map")
     price = _floats(df, "price", "liq_map")
     order = np.lexsort((price, us))
     stamps, offsets = group_offsets(us[order])
@@ -648,7 +605,7 @@ class GammaCoreFeed(bt.feed.DataBase):
                     liq_lines: Frame | None = None, liq_map: Frame | LiqMapSource | None = None,
                     barrier_lines: Frame | None = None,
                     max_staleness: Staleness = DEFAULT_STALENESS, name: str | None = None,
-                    bar_freq: Duration | None = None, **bt_params: Any) -> Self:
+                    bar_freq: DurationLike | None = None, **bt_params: Any) -> Self:
         """Build the feed from canonical bars and analytics frames.
 
         See :func:`build_arrays` for the inputs and the point-in-time rules.

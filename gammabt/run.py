@@ -52,6 +52,7 @@ from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
+from plumbing.timeconv import timedelta_us, to_epoch_us
 from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity
 
@@ -168,7 +169,7 @@ def load_inputs(config: RunConfig) -> MarketInputs:
                                 source=str(path), column="ts",
                                 expected="each snapshot in one file (it would count twice)",
                                 fix="drop the duplicate file or the overlapping snapshots")
-            lag_us.update(dict.fromkeys(stamps, int(lag / pd.Timedelta("1us"))))
+            lag_us.update(dict.fromkeys(stamps, timedelta_us(lag)))
             parts.append(table)
         tables["chain"] = pa.concat_tables(parts, promote_options="default")
         if any(lag_us.values()):
@@ -235,7 +236,7 @@ def load_inputs(config: RunConfig) -> MarketInputs:
 
 def _published(frame: pd.DataFrame, lag_us: dict[int, int]) -> pd.DataFrame:
     """``frame`` with each snapshot's ``ts`` moved to when it became usable."""
-    us = frame["ts"].dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64")
+    us = pd.Series(to_epoch_us(frame["ts"]), index=frame.index)
     shift = pd.to_timedelta(us.map(lag_us).fillna(0).astype("int64"), unit="us")
     return frame.assign(ts=frame["ts"] + shift)
 

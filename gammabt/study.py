@@ -32,6 +32,7 @@ from indicators.events import (
     permutation_pvalue,
 )
 from indicators.gamma import summarize
+from plumbing.timeconv import to_epoch_us
 
 MEASURES = ("vol_ann", "abs_ret", "ret", "max_adverse")
 RATIO_MEASURES = ("vol_ann", "abs_ret", "max_adverse")
@@ -107,12 +108,6 @@ def snapshot_features(summary: pd.DataFrame, *, n_quantiles: int = 5) -> pd.Data
     return s
 
 
-def _epoch_us(ts: pd.Series) -> np.ndarray:
-    """tz-aware UTC datetimes -> epoch microseconds (whatever the stored unit)."""
-    naive = pd.Series(ts).dt.tz_convert("UTC").dt.tz_localize(None)
-    return naive.to_numpy().astype("datetime64[us]").astype(np.int64)
-
-
 def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
                     horizons: Sequence[pd.Timedelta]) -> dict[str, np.ndarray]:
     """Forward measures (:func:`indicators.events.forward_measures`) from each entry bar,
@@ -124,7 +119,7 @@ def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
         A horizon that is not a whole number of bars.
     """
     freq = bar_freq(bars)
-    ts_us = _epoch_us(bars["ts"])
+    ts_us = to_epoch_us(bars["ts"])
     out: dict[str, np.ndarray] = {}
     for h in horizons:
         n_bars = h / freq
@@ -144,7 +139,7 @@ def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
 def attach_forward(snap: pd.DataFrame, bars: pd.DataFrame, horizons: Sequence[pd.Timedelta],
                    available: pd.Series) -> pd.DataFrame:
     """Add ``entry_ts`` and ``<measure>_<h>`` columns measured from availability onward."""
-    entry = entry_index(_epoch_us(bars["ts"]), _epoch_us(available))
+    entry = entry_index(to_epoch_us(bars["ts"]), to_epoch_us(available))
     out = snap.copy()
     inside = entry < len(bars)
     out["entry_ts"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")

@@ -72,8 +72,11 @@ def to_epoch_us(values: pd.Series | pd.Index | npt.ArrayLike, *, column: str = "
                 values = values.astype(pd.DatetimeTZDtype("us", "UTC"))
                 dtype = values.dtype
         if not isinstance(dtype, pd.DatetimeTZDtype):
-            raise DataError("timestamps are not timezone-aware", source=source, column=column,
-                            expected="a tz-aware UTC datetime column (datetime64[us, UTC])",
+            naive = pd.api.types.is_datetime64_any_dtype(dtype)
+            raise DataError("timestamps are timezone-naive" if naive else
+                            f"column has dtype {dtype}, not timestamps", source=source,
+                            column=column,
+                            expected="timezone-aware UTC timestamps (datetime64[us, UTC])",
                             fix="use the canonical loaders, or localize the times, e.g. "
                                 ".dt.tz_localize('UTC')")
         us = np.asarray(pd.DatetimeIndex(values).as_unit("us").asi8, dtype=np.int64)
@@ -150,7 +153,7 @@ def parse_duration(value: DurationLike, *, name: str,
     except (ValueError, TypeError):
         td = pd.NaT
     if pd.isna(td):
-        raise ConfigError(f"{name}={value!r} is not a duration", source=source, column=name,
+        raise ConfigError(f"cannot read {name}={value!r}: it is not a duration", source=source, column=name,
                           expected="a fixed length such as '15min', '4h', '26h', '1D' or '7D'",
                           fix=f"use minutes, hours or days (months are not fixed lengths), "
                               f"e.g. {name}={example!r}")
