@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from indicators.errors import ConfigError, GammabtError
+from plumbing.timeconv import parse_duration
 
 # Rich wraps to 80 columns when stdout is not a terminal; tables need more room.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -582,14 +583,7 @@ def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | 
     """Forward vol, returns and adverse moves after each snapshot, by gamma regime."""
     from gammabt.study import parse_horizons, regime_study, write_regime_study
 
-    lag = None
-    if delay is not None:
-        try:
-            lag = pd.Timedelta(delay)
-        except ValueError:
-            raise ConfigError(f"--delay {delay!r} is not a duration", column="delay",
-                              expected="a duration like 0s or 1h", fix="e.g. --delay 1h"
-                              ) from None
+    lag = None if delay is None else _delay(delay)
     if n_boot < 100:
         raise ConfigError(f"--boot {n_boot}", column="boot", expected="at least 100",
                           fix="e.g. --boot 2000")
@@ -628,17 +622,8 @@ def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, 
     """Each event window against the calm weeks before it."""
     from gammabt.study_events import events_study, parse_dates
 
-    spans = []
-    for flag, text in (("--window", window), ("--calm", calm)):
-        try:
-            td = pd.Timedelta(text)
-        except ValueError:
-            td = pd.NaT
-        if pd.isna(td) or td <= pd.Timedelta(0):
-            raise ConfigError(f"{flag} {text!r} is not a positive duration",
-                              column=flag[2:], expected="a duration like 7D",
-                              fix=f"e.g. {flag} 7D")
-        spans.append(td)
+    spans = [parse_duration(text, name=flag, example="7D")
+             for flag, text in (("--window", window), ("--calm", calm))]
     _refuse_overwriting_inputs({"--out": out}, {"--bars": bars, "--perp": perp,
                                                 "--spot": spot})
     table = events_study(parse_dates(at), bars, perp=perp, spot=spot, funding=funding, oi=oi,
@@ -658,14 +643,7 @@ def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, 
 
 
 def _delay(text: str) -> pd.Timedelta:
-    try:
-        lag = pd.Timedelta(text)
-    except ValueError:
-        lag = pd.NaT
-    if pd.isna(lag) or lag < pd.Timedelta(0):
-        raise ConfigError(f"--delay {text!r} is not a duration >= 0", column="delay",
-                          expected="a duration like 0s or 1h", fix="e.g. --delay 1h")
-    return lag
+    return parse_duration(text, name="--delay", minimum="nonnegative")
 
 
 @study.command("basis")

@@ -22,6 +22,7 @@ from feeds.cache import file_sha256
 from gammabt.broker import Terms, resolve_terms
 from gammabt.index import check_label
 from indicators.errors import ConfigError
+from plumbing.timeconv import parse_duration
 from strategies.registry import check_params, get_strategy
 
 Dealer = Literal["auto", "long_calls_short_puts", "short_calls_long_puts", "explicit"]
@@ -124,15 +125,7 @@ class RunConfig:
         for name in ("max_staleness", "freq", "chain_delay"):
             value = getattr(self, name)
             if value is not None:
-                try:
-                    duration = pd.Timedelta(value)
-                except ValueError:
-                    raise ConfigError(f"{name}={value!r} is not a duration", column=name,
-                                      expected="a pandas duration like '26h' or '1D'",
-                                      fix=f"set {name} to e.g. '26h'") from None
-                if duration < pd.Timedelta(0):
-                    raise ConfigError(f"{name}={value!r} is negative", column=name,
-                                      expected="a duration >= 0", fix=f"set {name} to e.g. '1h'")
+                parse_duration(value, name=name, minimum="nonnegative", example="26h")
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None:

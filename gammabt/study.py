@@ -32,7 +32,7 @@ from indicators.events import (
     permutation_pvalue,
 )
 from indicators.gamma import summarize
-from plumbing.timeconv import to_epoch_us
+from plumbing.timeconv import parse_duration, to_epoch_us
 
 MEASURES = ("vol_ann", "abs_ret", "ret", "max_adverse")
 RATIO_MEASURES = ("vol_ann", "abs_ret", "max_adverse")
@@ -44,18 +44,8 @@ WALL_LABELS = ("< 2%", "2..5%", "5..10%", "> 10%")
 
 def parse_horizons(text: str) -> tuple[pd.Timedelta, ...]:
     """``'1h,4h,24h'`` -> Timedeltas; a one-line ConfigError for anything else."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            td = pd.Timedelta(part)
-        except ValueError:
-            td = pd.NaT
-        if not part or pd.isna(td) or td <= pd.Timedelta(0):
-            raise ConfigError(f"--horizons {text!r}: {part!r} is not a positive duration",
-                              column="horizons", expected="durations like 1h,4h,24h",
-                              fix="e.g. --horizons 1h,4h,24h")
-        out.append(td)
-    return tuple(out)
+    return tuple(parse_duration(part.strip(), name="--horizons", example="1h,4h,24h")
+                 for part in text.split(","))
 
 
 def horizon_name(td: pd.Timedelta) -> str:
