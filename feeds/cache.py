@@ -21,13 +21,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from plumbing.atomic import write_atomic
 
 ENV_VAR = "GAMMABT_CACHE"
 DEFAULT = Path(__file__).resolve().parent.parent / ".cache" / "canonical"
@@ -145,22 +146,12 @@ def write_cached(key: str, table: pa.Table, *, kind: str = "table") -> Path | No
         The entry's path, or None when it could not be written.
     """
     path = cache_path(key, kind=kind)
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        tmp = None
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     except OSError as exc:
         warnings.warn(f"could not write cache entry {path}: {exc}. Fix: set ${ENV_VAR} to "
                       "a writable folder or pass cache=False", CacheWriteWarning, stacklevel=2)
         return None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     return path
 
 

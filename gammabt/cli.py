@@ -7,7 +7,6 @@ exits 1. ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from indicators.errors import ConfigError, GammabtError
+from plumbing.atomic import write_atomic
 from plumbing.timeconv import parse_duration
 
 # Rich wraps to 80 columns when stdout is not a terminal; tables need more room.
@@ -126,16 +126,13 @@ def _refuse_overwriting_inputs(outputs: dict[str, Path | None],
 
 
 def _write_table(frame: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if out.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
+        write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
     elif out.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
+        write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
         raise ConfigError(f"unsupported output suffix {out.suffix!r}", source=str(out),
                           expected=".parquet or .csv", fix="name the output file *.parquet")
-    tmp.replace(out)
     console.print(f"Wrote {len(frame)} rows to {out}")
 
 

@@ -12,7 +12,6 @@ Statistics live in :mod:`indicators.events`; this module loads, joins and writes
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from indicators.events import (
     permutation_pvalue,
 )
 from indicators.gamma import summarize
+from plumbing.atomic import write_atomic, write_text_atomic
 from plumbing.timeconv import parse_duration, to_epoch_us
 
 MEASURES = ("vol_ann", "abs_ret", "ret", "max_adverse")
@@ -289,25 +289,17 @@ def write_study(out: Path, *, frame: pd.DataFrame, tables: Sequence[tuple[str, p
     from plotly.offline import get_plotlyjs
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = f".{os.getpid()}.tmp"
-
-    def put(name: str, write) -> None:
-        tmp = out / f".{name}{tag}"
-        write(tmp)
-        tmp.replace(out / name)
-
-    put("study.parquet", lambda p: frame.to_parquet(p, index=False))
-    put("tables.json", lambda p: p.write_text(json.dumps(
-        {name: t.to_dict(orient="records") for name, t in tables}, indent=1, default=str)))
+    write_atomic(out / "study.parquet", lambda p: frame.to_parquet(p, index=False))
+    write_text_atomic(out / "tables.json", json.dumps(
+        {name: t.to_dict(orient="records") for name, t in tables}, indent=1, default=str))
     env = jinja2.Environment(autoescape=True)
     html = env.from_string(_TEMPLATE).render(
         title=title, meta_lines=meta_lines, notes=notes,
         tables=[(n, t.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
                 for n, t in tables if not t.empty],
         figures=figures)
-    put("plotly.min.js", lambda p: p.write_text(get_plotlyjs()))
-    put("study.html", lambda p: p.write_text(html))
+    write_text_atomic(out / "plotly.min.js", get_plotlyjs())
+    write_text_atomic(out / "study.html", html)
     return out / "study.html"
 
 
