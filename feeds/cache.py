@@ -2,14 +2,17 @@
 
 A canonical table built from a source file is stored as
 ``<cache dir>/<kind>-<key>.parquet`` where ``key`` is the sha256 of a JSON document
-holding the sha256 of the source file's bytes, the loader version and the loader
-options. Editing the file (even touching one byte), changing an option or bumping the
-loader version therefore misses the cache; renaming or moving the file does not.
+holding the sha256 of the source file's bytes, a digest of the loader code that built
+it (:func:`feeds.formats.dispatch.code_digest`: the format's module, the dispatch and
+the conform step) and the loader options. Editing the file (even touching one byte),
+changing an option or changing the loader's code therefore misses the cache; renaming
+or moving the file does not.
 
-The cache directory is ``$GAMMABT_CACHE`` or ``<repo>/.cache/canonical/``.
+The cache directory is ``$GAMMABT_CACHE`` (e.g. outside the checkout, shared by several
+worktrees) or ``<repo>/.cache/canonical/``.
 
-Writes are atomic: the table is written to a temporary file in the cache directory
-and moved into place with ``os.replace``, so a reader never sees a half-written entry
+Writes are atomic (:func:`plumbing.atomic.write_atomic`): the table is written to a
+temporary file in the cache directory and moved into place with ``os.replace``, so a reader never sees a half-written entry
 and concurrent writers (``pytest -n``) cannot corrupt one another. Entries that cannot
 be read (truncated, not Parquet, wrong columns) are treated as misses and rewritten.
 Only complete, validated tables are ever passed to :func:`write_cached`.
@@ -28,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plumbing.aliases import PathLike
 from plumbing.atomic import write_atomic
 
 ENV_VAR = "GAMMABT_CACHE"
@@ -52,7 +56,7 @@ def cache_dir() -> Path:
     return Path(env) if env else DEFAULT
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
+def file_sha256(path: PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks.
 
     Parameters
@@ -72,9 +76,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(source_sha256: str, *, kind: str, version: str,
+def cache_key(source_sha256: str, *, kind: str, code: str,
               options: Mapping[str, object] | None = None) -> str:
-    """Key of a cache entry: sha256 over source hash, kind, loader version and options.
+    """Key of a cache entry: sha256 over source hash, kind, loader code and options.
 
     Parameters
     ----------
@@ -82,13 +86,13 @@ def cache_key(source_sha256: str, *, kind: str, version: str,
         :func:`file_sha256` of the source file.
     kind
         What the entry holds, e.g. ``"bars:cryptodatadownload"``.
-    version
-        Loader version; bump it whenever the loader's output can change.
+    code
+        Digest of the loader code that builds the entry; a changed loader misses.
     options
         Loader options that change the output. Values must be JSON-serializable or
         have a stable ``str`` (they are serialized with ``sort_keys=True``).
     """
-    payload = json.dumps({"source": source_sha256, "kind": kind, "version": version,
+    payload = json.dumps({"source": source_sha256, "kind": kind, "code": code,
                           "options": dict(options or {})}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -155,8 +159,8 @@ def write_cached(key: str, table: pa.Table, *, kind: str = "table") -> Path | No
     return path
 
 
-def cached_table(source: str | os.PathLike[str], build: Callable[[], pa.Table], *, kind: str,
-                 version: str, options: Mapping[str, object] | None = None,
+def cached_table(source: PathLike, build: Callable[[], pa.Table], *, kind: str,
+                 code: str, options: Mapping[str, object] | None = None,
                  required: Iterable[str] = ()) -> pa.Table:
     """Return the cached table for ``source`` or build, cache and return it.
 
@@ -168,12 +172,12 @@ def cached_table(source: str | os.PathLike[str], build: Callable[[], pa.Table], 
         The source file whose bytes key the entry.
     build
         Zero-argument function producing the complete, validated table.
-    kind, version, options
+    kind, code, options
         See :func:`cache_key`.
     required
         See :func:`read_cached`.
     """
-    key = cache_key(file_sha256(source), kind=kind, version=version, options=options)
+    key = cache_key(file_sha256(source), kind=kind, code=code, options=options)
     hit = read_cached(key, kind=kind, required=required)
     if hit is not None:
         return hit
