@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -46,6 +45,7 @@ import pandas as pd
 
 from gammabt.plotting import configure_matplotlib, quiet_report_warnings
 from indicators.errors import ConfigError, InputError
+from plumbing.aliases import PathLike
 from plumbing.atomic import temp_sibling, write_text_atomic
 
 __all__ = [
@@ -720,7 +720,7 @@ def _header_html(header: Mapping[str, str] | None, notice: str | None) -> str:
 def write_tearsheet(
     returns: pd.Series,
     benchmark: pd.Series | None,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     title: str,
     periods_per_year: int = 365,

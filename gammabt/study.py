@@ -32,7 +32,7 @@ from indicators.events import (
 )
 from indicators.gamma import summarize
 from plumbing.atomic import write_atomic, write_text_atomic
-from plumbing.timeconv import parse_duration, to_epoch_us
+from plumbing.timeconv import parse_duration, timedelta_us, to_epoch_us
 
 MEASURES = ("vol_ann", "abs_ret", "ret", "max_adverse")
 RATIO_MEASURES = ("vol_ann", "abs_ret", "max_adverse")
@@ -119,7 +119,7 @@ def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
                               expected=f"multiples of {horizon_name(freq)}",
                               fix="choose horizons that are multiples of the bar length")
         m = forward_measures(ts_us, bars["open"], bars["high"], bars["low"], bars["close"],
-                             entry, int(round(n_bars)), bar_us=int(freq / pd.Timedelta("1us")),
+                             entry, int(round(n_bars)), bar_us=timedelta_us(freq),
                              periods_per_year=pd.Timedelta(days=365) / freq)
         for key, values in m.items():
             out[f"{key}_{horizon_name(h)}"] = values

@@ -169,7 +169,7 @@ def basis_study(futures: Sequence[Path], spot: Sequence[Path], *,
     event[kept] = True
     flagged_us = to_epoch_us(frame.loc[frame["flag"], "ts"])
     ts_us = to_epoch_us(frame["ts"])
-    span = int(longest / pd.Timedelta("1us"))
+    span = timedelta_us(longest)
     pos = np.searchsorted(flagged_us, ts_us)
     near_next = (pos < len(flagged_us)) & (
         flagged_us[np.minimum(pos, len(flagged_us) - 1)] - ts_us <= span)

@@ -41,7 +41,7 @@ from feeds.formats.times import to_utc_bound
 from feeds.schema import UTC_US
 from indicators.errors import ConfigError, DataError
 from plumbing.aliases import PathLike, TimeLike
-from plumbing.timeconv import from_epoch_us, modal_spacing_us, to_epoch_us
+from plumbing.timeconv import from_epoch_us, modal_spacing_us, timedelta_us, to_epoch_us
 
 __all__ = [
     "CACHED_KINDS",
@@ -232,8 +232,7 @@ def load_table(kind: Kind, path: PathLike, *, options: LoadOptions | None = None
         key_options: dict[str, object] = {}
         if kind == "chain":
             key_options = {"currency": options.currency, "spot": options.spot_digest,
-                           "snapshot_freq_us": int(options.snapshot_freq
-                                                   // pd.Timedelta(1, unit="us"))}
+                           "snapshot_freq_us": timedelta_us(options.snapshot_freq)}
         required = [f.name for f in SCHEMAS[kind].fields if f.required]
         return cached_table(sniff.path, build, kind=f"{kind}-{fmt.name}",
                             code=code_digest(fmt), options=key_options, required=required)
