@@ -52,7 +52,7 @@ from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
-from plumbing.timeconv import timedelta_us, to_epoch_us
+from plumbing.timeconv import parse_duration, timedelta_us, to_epoch_us
 from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity
 
@@ -160,8 +160,8 @@ def load_inputs(config: RunConfig) -> MarketInputs:
         parts = []
         for path in config.chain:
             table = load_chain(path, spot=config.spot)
-            lag = pd.Timedelta(config.chain_delay) if config.chain_delay is not None \
-                else chain_delay(path)
+            lag = chain_delay(path) if config.chain_delay is None else parse_duration(
+                config.chain_delay, name="chain_delay", minimum="nonnegative")
             stamps = pc.unique(table["ts"].cast(pa.int64())).to_pylist()
             twice = next((t for t in stamps if t in lag_us), None)
             if twice is not None:

@@ -17,6 +17,7 @@ bar_spacing       :func:`modal_spacing_us` of a time column, as a Timedelta
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -128,7 +129,8 @@ def parse_duration(value: DurationLike, *, name: str,
     value
         Pandas duration text (``"15min"``, ``"4h"``, ``"1D"``, ``"7D"``), a
         ``datetime.timedelta`` or a ``pandas.Timedelta``. Months and years are not fixed
-        lengths and are refused.
+        lengths and are refused. A lower-case day unit (``"180d"``) is read as days
+        (pandas deprecates it).
     name
         The option or column the value came from (``"freq"``, ``"--delay"``), named in
         the error.
@@ -148,8 +150,9 @@ def parse_duration(value: DurationLike, *, name: str,
     ConfigError
         Unparsable or missing value, or a value below ``minimum``.
     """
+    text = re.sub(r"(?<=\d)d$", "D", value.strip()) if isinstance(value, str) else value
     try:
-        td = pd.Timedelta(value)
+        td = pd.Timedelta(text)
     except (ValueError, TypeError):
         td = pd.NaT
     if pd.isna(td):

@@ -50,6 +50,7 @@ def test_epoch_us_refuses_naive_and_missing_times():
 def test_parse_duration_bounds():
     assert parse_duration("26h", name="max_staleness") == pd.Timedelta(hours=26)
     assert duration_us("1min", name="freq") == 60_000_000
+    assert parse_duration("180d", name="train") == pd.Timedelta(days=180)
     assert parse_duration("0s", name="delay", minimum="nonnegative") == pd.Timedelta(0)
     with pytest.raises(ConfigError, match="not a duration"):
         parse_duration("hourly", name="freq")
