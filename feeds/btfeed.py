@@ -72,12 +72,11 @@ from feeds.pit import (
     group_offsets,
 )
 from indicators.errors import ConfigError, DataError
-from plumbing.aliases import DurationLike
+from plumbing.aliases import DurationLike, TableLike
 from plumbing.timeconv import duration_us, modal_spacing_us, to_epoch_us
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Frame = pd.DataFrame | pa.Table
 
 LINES_OHLCV = ("open", "high", "low", "close", "volume")
 LINES_GAMMA = ("gex", "gamma_flip", "call_wall", "put_wall", "regime", "flip_dist")
@@ -259,7 +258,7 @@ class FeedArrays:
         return pd.DataFrame(data)
 
 
-def _frame(obj: Frame, source: str) -> pd.DataFrame:
+def _frame(obj: TableLike, source: str) -> pd.DataFrame:
     if isinstance(obj, pa.Table):
         return obj.to_pandas()
     if isinstance(obj, pd.DataFrame):
@@ -316,10 +315,10 @@ def _per_bar(df: pd.DataFrame, source: str, open_us: IntArray
     return pos, df.iloc[order].reset_index(drop=True)
 
 
-def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | None = None,
-                 extra: Frame | None = None, liq_lines: Frame | None = None,
-                 liq_map: Frame | LiqMapSource | None = None,
-                 barrier_lines: Frame | None = None,
+def build_arrays(bars: TableLike, *, summary: TableLike | None = None, strikes: TableLike | None = None,
+                 extra: TableLike | None = None, liq_lines: TableLike | None = None,
+                 liq_map: TableLike | LiqMapSource | None = None,
+                 barrier_lines: TableLike | None = None,
                  max_staleness: Staleness = DEFAULT_STALENESS,
                  bar_freq: DurationLike | None = None) -> FeedArrays:
     """Join all inputs point-in-time onto the bars, as arrays (no Backtrader involved).
@@ -600,10 +599,10 @@ class GammaCoreFeed(bt.feed.DataBase):
         self._bulk = False  # True once preload() appended whole arrays
 
     @classmethod
-    def from_frames(cls, bars: Frame, *, summary: Frame | None = None,
-                    strikes: Frame | None = None, extra: Frame | None = None,
-                    liq_lines: Frame | None = None, liq_map: Frame | LiqMapSource | None = None,
-                    barrier_lines: Frame | None = None,
+    def from_frames(cls, bars: TableLike, *, summary: TableLike | None = None,
+                    strikes: TableLike | None = None, extra: TableLike | None = None,
+                    liq_lines: TableLike | None = None, liq_map: TableLike | LiqMapSource | None = None,
+                    barrier_lines: TableLike | None = None,
                     max_staleness: Staleness = DEFAULT_STALENESS, name: str | None = None,
                     bar_freq: DurationLike | None = None, **bt_params: Any) -> Self:
         """Build the feed from canonical bars and analytics frames.

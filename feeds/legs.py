@@ -41,6 +41,7 @@ import pyarrow as pa
 from feeds.btfeed import FeedArrays, FloatArray, GammaFeed, IntArray, _timeframe
 from feeds.pit import US_PER_DAY
 from indicators.errors import DataError
+from plumbing.aliases import TableLike
 from plumbing.timeconv import to_epoch_us
 
 LINES_LEG = ("fresh", "settle", "dte", "funding_rate")
@@ -225,7 +226,7 @@ def front_leg_lines(clock: FeedArrays, futures: Mapping[Leg, Mapping[str, FloatA
     return lines
 
 
-def future_legs(futures: pa.Table | pd.DataFrame, clock: FeedArrays, spot_close: FloatArray,
+def future_legs(futures: TableLike, clock: FeedArrays, spot_close: FloatArray,
                 ) -> dict[Leg, dict[str, FloatArray]]:
     """One leg per expiry of a canonical FUTURES table that trades inside the clock.
 
@@ -259,7 +260,7 @@ def future_legs(futures: pa.Table | pd.DataFrame, clock: FeedArrays, spot_close:
     return out
 
 
-def funding_per_bar(clock: FeedArrays, funding: pa.Table | pd.DataFrame) -> FloatArray:
+def funding_per_bar(clock: FeedArrays, funding: TableLike) -> FloatArray:
     """Funding paid per unit notional inside each bar, ``(close_prev, close]``.
 
     A FUNDING row stamped ``t`` settles ``rate_8h * interval_h / 8`` at ``t`` (a daily

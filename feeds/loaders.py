@@ -34,7 +34,7 @@ from feeds.formats.times import to_utc
 from feeds.schema import BARS
 from feeds.schema import conform as conform_schema
 from indicators.errors import ConfigError, DataError
-from plumbing.aliases import DurationLike, PathLike, TimeLike
+from plumbing.aliases import DurationLike, PathLike, TableLike, TimeLike
 from plumbing.timeconv import (
     bar_spacing,
     from_epoch_us,
@@ -56,7 +56,7 @@ __all__ = [
     "to_utc",
 ]
 
-SpotLike = PathLike | pa.Table | pd.DataFrame
+SpotLike = PathLike | TableLike
 
 #: Bar formats by name, with the layout each reads (see :mod:`feeds.formats`).
 BAR_FORMATS: dict[str, str] = {name: f.doc for name, f in formats("bars").items()}
@@ -124,7 +124,7 @@ def load_bars(path: PathLike, *, freq: DurationLike | None = None,
     return table
 
 
-def bar_freq(bars: pa.Table | pd.DataFrame) -> pd.Timedelta:
+def bar_freq(bars: TableLike) -> pd.Timedelta:
     """Modal spacing of the bars' ``ts`` (the native bar length).
 
     Gaps (a missing hour) and the order of rows do not change the result; ties go to
@@ -153,7 +153,7 @@ def bar_freq(bars: pa.Table | pd.DataFrame) -> pd.Timedelta:
     return bar_spacing(ts)
 
 
-def resample_bars(bars: pa.Table | pd.DataFrame, freq: DurationLike) -> pa.Table:
+def resample_bars(bars: TableLike, freq: DurationLike) -> pa.Table:
     """Aggregate bars to a coarser timeframe.
 
     Formula::
