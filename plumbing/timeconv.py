@@ -58,7 +58,8 @@ def to_epoch_us(values: pd.Series | pd.Index | npt.ArrayLike, *, column: str = "
     Returns
     -------
     numpy.ndarray
-        ``int64``, one value per input value. Sub-microsecond parts are floored.
+        ``int64``, one value per input value, never a view of a pandas input.
+        Sub-microsecond parts are floored.
 
     Raises
     ------
@@ -80,7 +81,8 @@ def to_epoch_us(values: pd.Series | pd.Index | npt.ArrayLike, *, column: str = "
                             expected="timezone-aware UTC timestamps (datetime64[us, UTC])",
                             fix="use the canonical loaders, or localize the times, e.g. "
                                 ".dt.tz_localize('UTC')")
-        us = np.asarray(pd.DatetimeIndex(values).as_unit("us").asi8, dtype=np.int64)
+        # a copy: the result must not alias (and later change with) the caller's frame
+        us = np.array(pd.DatetimeIndex(values).as_unit("us").asi8, dtype=np.int64, copy=True)
     else:
         arr = np.asarray(values)
         if np.issubdtype(arr.dtype, np.datetime64):
