@@ -72,13 +72,13 @@ from feeds.pit import (
     asof_take,
     exact_indices,
     group_offsets,
-    modal_spacing,
 )
 from indicators.errors import ConfigError, DataError
+from plumbing.aliases import DurationLike, TableLike
+from plumbing.timeconv import duration_us, modal_spacing_us, to_epoch_us
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Frame = pd.DataFrame | pa.Table
 
 LINES_OHLCV = ("open", "high", "low", "close", "volume")
 LINES_GAMMA = ("gex", "gamma_flip", "call_wall", "put_wall", "regime", "flip_dist")
@@ -98,8 +98,7 @@ DEFAULT_STALENESS = "26h"
 #: Backtrader date number of 1970-01-01 00:00 (``datetime.date(1970, 1, 1).toordinal()``).
 BT_EPOCH_ORDINAL = 719_163
 
-Duration = str | pd.Timedelta
-Staleness = Duration | Mapping[str, Duration]
+Staleness = DurationLike | Mapping[str, DurationLike]
 
 
 # --------------------------------------------------------------------------- time
@@ -123,48 +122,10 @@ def bt_datenum(us: npt.ArrayLike) -> FloatArray:
     return (days + BT_EPOCH_ORDINAL).astype(np.float64) + rem / float(US_PER_DAY)
 
 
-def epoch_us(col: pd.Series | pd.Index, *, source: str, column: str = "ts") -> IntArray:
-    """UTC epoch microseconds of a tz-aware pandas datetime column (any unit).
-
-    Raises
-    ------
-    DataError
-        For timezone-naive, non-datetime or missing (NaT) values, naming ``source``,
-        ``column`` and the first bad row.
-    """
-    dtype = col.dtype
-    if not isinstance(dtype, pd.DatetimeTZDtype):
-        naive = pd.api.types.is_datetime64_any_dtype(dtype)
-        raise DataError("timestamps are timezone-naive" if naive else
-                        f"column has dtype {dtype}, not timestamps", source=source,
-                        column=column, expected="timezone-aware UTC timestamps",
-                        fix="use the canonical tables or .dt.tz_localize('UTC')")
-    idx = pd.DatetimeIndex(col)
-    if idx.hasnans:
-        row = int(np.flatnonzero(idx.isna())[0])
-        raise DataError("missing timestamp (NaT)", source=source, row=row, column=column,
-                        expected="a timestamp in every row", fix="drop or repair the row")
-    # explicit unit: pandas 3 defaults to microseconds, older data may carry ns
-    return np.asarray(idx.tz_convert("UTC").as_unit("us").asi8, dtype=np.int64).copy()
-
-
-def duration_us(value: Duration, *, name: str = "max_staleness") -> int:
-    """A non-negative duration (``"26h"``, ``pd.Timedelta``) in whole microseconds."""
-    try:
-        td = pd.Timedelta(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot read {value!r} as a duration", column=name,
-                          expected="a duration such as '26h', '3D' or pd.Timedelta",
-                          fix="use pandas offset aliases (h, min, s, D)") from exc
-    if pd.isna(td) or td < pd.Timedelta(0):
-        raise ConfigError(f"duration {value!r} is missing or negative", column=name,
-                          expected="a duration >= 0", fix="pass e.g. '26h'")
-    return int(td.to_timedelta64().astype("timedelta64[us]").astype(np.int64))
-
-
 def _staleness(max_staleness: Staleness) -> dict[str, int]:
     if not isinstance(max_staleness, Mapping):
-        one = duration_us(max_staleness)
+        one = duration_us(max_staleness, name="max_staleness", minimum="nonnegative",
+                          example="26h")
         return dict.fromkeys(STALENESS_KEYS, one)
     allowed = (*STALENESS_KEYS, "default")
     for key in max_staleness:
@@ -174,8 +135,10 @@ def _staleness(max_staleness: Staleness) -> dict[str, int]:
                               + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                               column="max_staleness", expected=f"keys among {list(allowed)}",
                               fix="rename the key")
-    default = duration_us(max_staleness.get("default", DEFAULT_STALENESS))
-    return {key: duration_us(max_staleness[key], name=f"max_staleness[{key!r}]")
+    default = duration_us(max_staleness.get("default", DEFAULT_STALENESS),
+                          name="max_staleness['default']", minimum="nonnegative", example="26h")
+    return {key: duration_us(max_staleness[key], name=f"max_staleness[{key!r}]",
+                             minimum="nonnegative", example="26h")
             if key in max_staleness else default for key in STALENESS_KEYS}
 
 
@@ -300,7 +263,7 @@ class FeedArrays:
         return pd.DataFrame(data)
 
 
-def _frame(obj: Frame, source: str) -> pd.DataFrame:
+def _frame(obj: TableLike, source: str) -> pd.DataFrame:
     if isinstance(obj, pa.Table):
         return obj.to_pandas()
     if isinstance(obj, pd.DataFrame):
@@ -340,7 +303,7 @@ def _sorted_unique(us: IntArray, source: str) -> None:
 def _per_bar(df: pd.DataFrame, source: str, open_us: IntArray
              ) -> tuple[np.ndarray, pd.DataFrame]:
     """Match a per-bar frame to the bars by exact ``ts`` (bar open time)."""
-    us = epoch_us(df["ts"], source=source)
+    us = to_epoch_us(df["ts"], source=source)
     order = np.argsort(us, kind="stable")
     us = us[order]
     _sorted_unique(us, source)
@@ -357,12 +320,12 @@ def _per_bar(df: pd.DataFrame, source: str, open_us: IntArray
     return pos, df.iloc[order].reset_index(drop=True)
 
 
-def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | None = None,
-                 extra: Frame | None = None, liq_lines: Frame | None = None,
-                 liq_map: Frame | LiqMapSource | None = None,
-                 barrier_lines: Frame | None = None,
+def build_arrays(bars: TableLike, *, summary: TableLike | None = None, strikes: TableLike | None = None,
+                 extra: TableLike | None = None, liq_lines: TableLike | None = None,
+                 liq_map: TableLike | LiqMapSource | None = None,
+                 barrier_lines: TableLike | None = None,
                  max_staleness: Staleness = DEFAULT_STALENESS,
-                 bar_freq: Duration | None = None) -> FeedArrays:
+                 bar_freq: DurationLike | None = None) -> FeedArrays:
     """Join all inputs point-in-time onto the bars, as arrays (no Backtrader involved).
 
     Parameters
@@ -424,17 +387,10 @@ def build_arrays(bars: Frame, *, summary: Frame | None = None, strikes: Frame | 
     if len(b) == 0:
         raise DataError("no bars", source="bars", expected="at least one bar",
                         fix="check the date filter")
-    open_us = epoch_us(b["ts"], source="bars")
+    open_us = to_epoch_us(b["ts"], source="bars")
     _sorted_unique(open_us, "bars")
-    if bar_freq is None and len(open_us) < 2:
-        raise DataError("cannot infer the bar spacing from one bar", source="bars",
-                        column="ts", expected="at least two bars, or bar_freq",
-                        fix="pass bar_freq explicitly (e.g. '1h')")
     freq_us = duration_us(bar_freq, name="bar_freq") if bar_freq is not None \
-        else modal_spacing(open_us)
-    if freq_us <= 0:
-        raise ConfigError("bar_freq must be positive", column="bar_freq",
-                          expected="a duration > 0", fix="pass e.g. '1h'")
+        else modal_spacing_us(open_us, source="bars")
     close_us = open_us + freq_us
     stale = _staleness(max_staleness)
     n = len(open_us)
@@ -533,7 +489,7 @@ def available_us(df: pd.DataFrame, source: str) -> IntArray:
     """When each row became usable: its ``available_at`` (``ts`` + publication delay)
     when the frame has one, else its ``ts``; ``int64`` UTC microseconds."""
     column = AVAILABLE_AT if AVAILABLE_AT in df.columns else "ts"
-    return epoch_us(df[column], source=source, column=column)
+    return to_epoch_us(df[column], source=source, column=column)
 
 
 def _strike_snapshots(df: pd.DataFrame) -> Snapshots:
@@ -567,7 +523,7 @@ def _lazy_liq(source: LiqMapSource, open_us: IntArray) -> LazySnapshots:
         raise DataError("the map source has no lines['ts']", source="liq_map", column="ts",
                         expected="an object with .lines (DataFrame with ts) and .arrays(i)",
                         fix="pass indicators.liquidation.estimate_liq_map(...) or a long frame")
-    stamps = epoch_us(lines["ts"], source="liq_map.lines")
+    stamps = to_epoch_us(lines["ts"], source="liq_map.lines")
     _sorted_unique(stamps, "liq_map.lines")
     _check_bar_stamps(stamps, open_us, "liq_map.lines", lambda k: k)
     return LazySnapshots(_readonly(stamps), source)
@@ -575,7 +531,7 @@ def _lazy_liq(source: LiqMapSource, open_us: IntArray) -> LazySnapshots:
 
 def _liq_snapshots(df: pd.DataFrame, open_us: IntArray) -> Snapshots:
     _require(df, "liq_map", ("ts", "price", "long_usd", "short_usd"))
-    us = epoch_us(df["ts"], source="liq_map")
+    us = to_epoch_us(df["ts"], source="liq_map")
     price = _floats(df, "price", "liq_map")
     order = np.lexsort((price, us))
     stamps, offsets = group_offsets(us[order])
@@ -658,12 +614,12 @@ class GammaCoreFeed(bt.feed.DataBase):
         self._bulk = False  # True once preload() appended whole arrays
 
     @classmethod
-    def from_frames(cls, bars: Frame, *, summary: Frame | None = None,
-                    strikes: Frame | None = None, extra: Frame | None = None,
-                    liq_lines: Frame | None = None, liq_map: Frame | LiqMapSource | None = None,
-                    barrier_lines: Frame | None = None,
+    def from_frames(cls, bars: TableLike, *, summary: TableLike | None = None,
+                    strikes: TableLike | None = None, extra: TableLike | None = None,
+                    liq_lines: TableLike | None = None, liq_map: TableLike | LiqMapSource | None = None,
+                    barrier_lines: TableLike | None = None,
                     max_staleness: Staleness = DEFAULT_STALENESS, name: str | None = None,
-                    bar_freq: Duration | None = None, **bt_params: Any) -> Self:
+                    bar_freq: DurationLike | None = None, **bt_params: Any) -> Self:
         """Build the feed from canonical bars and analytics frames.
 
         See :func:`build_arrays` for the inputs and the point-in-time rules.

@@ -2,14 +2,17 @@
 
 A canonical table built from a source file is stored as
 ``<cache dir>/<kind>-<key>.parquet`` where ``key`` is the sha256 of a JSON document
-holding the sha256 of the source file's bytes, the loader version and the loader
-options. Editing the file (even touching one byte), changing an option or bumping the
-loader version therefore misses the cache; renaming or moving the file does not.
+holding the sha256 of the source file's bytes, a digest of the loader code that built
+it (:func:`feeds.formats.dispatch.code_digest`: the format's module, the dispatch and
+the conform step) and the loader options. Editing the file (even touching one byte),
+changing an option or changing the loader's code therefore misses the cache; renaming
+or moving the file does not.
 
-The cache directory is ``$GAMMABT_CACHE`` or ``<repo>/.cache/canonical/``.
+The cache directory is ``$GAMMABT_CACHE`` (e.g. outside the checkout, shared by several
+worktrees) or ``<repo>/.cache/canonical/``.
 
-Writes are atomic: the table is written to a temporary file in the cache directory
-and moved into place with ``os.replace``, so a reader never sees a half-written entry
+Writes are atomic (:func:`plumbing.atomic.write_atomic`): the table is written to a
+temporary file in the cache directory and moved into place with ``os.replace``, so a reader never sees a half-written entry
 and concurrent writers (``pytest -n``) cannot corrupt one another. Entries that cannot
 be read (truncated, not Parquet, wrong columns) are treated as misses and rewritten.
 Only complete, validated tables are ever passed to :func:`write_cached`.
@@ -21,13 +24,15 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from plumbing.aliases import PathLike
+from plumbing.atomic import write_atomic
 
 ENV_VAR = "GAMMABT_CACHE"
 DEFAULT = Path(__file__).resolve().parent.parent / ".cache" / "canonical"
@@ -51,7 +56,7 @@ def cache_dir() -> Path:
     return Path(env) if env else DEFAULT
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
+def file_sha256(path: PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks.
 
     Parameters
@@ -71,9 +76,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(source_sha256: str, *, kind: str, version: str,
+def cache_key(source_sha256: str, *, kind: str, code: str,
               options: Mapping[str, object] | None = None) -> str:
-    """Key of a cache entry: sha256 over source hash, kind, loader version and options.
+    """Key of a cache entry: sha256 over source hash, kind, loader code and options.
 
     Parameters
     ----------
@@ -81,13 +86,13 @@ def cache_key(source_sha256: str, *, kind: str, version: str,
         :func:`file_sha256` of the source file.
     kind
         What the entry holds, e.g. ``"bars:cryptodatadownload"``.
-    version
-        Loader version; bump it whenever the loader's output can change.
+    code
+        Digest of the loader code that builds the entry; a changed loader misses.
     options
         Loader options that change the output. Values must be JSON-serializable or
         have a stable ``str`` (they are serialized with ``sort_keys=True``).
     """
-    payload = json.dumps({"source": source_sha256, "kind": kind, "version": version,
+    payload = json.dumps({"source": source_sha256, "kind": kind, "code": code,
                           "options": dict(options or {})}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -145,27 +150,17 @@ def write_cached(key: str, table: pa.Table, *, kind: str = "table") -> Path | No
         The entry's path, or None when it could not be written.
     """
     path = cache_path(key, kind=kind)
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        tmp = None
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     except OSError as exc:
         warnings.warn(f"could not write cache entry {path}: {exc}. Fix: set ${ENV_VAR} to "
                       "a writable folder or pass cache=False", CacheWriteWarning, stacklevel=2)
         return None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     return path
 
 
-def cached_table(source: str | os.PathLike[str], build: Callable[[], pa.Table], *, kind: str,
-                 version: str, options: Mapping[str, object] | None = None,
+def cached_table(source: PathLike, build: Callable[[], pa.Table], *, kind: str,
+                 code: str, options: Mapping[str, object] | None = None,
                  required: Iterable[str] = ()) -> pa.Table:
     """Return the cached table for ``source`` or build, cache and return it.
 
@@ -177,12 +172,12 @@ def cached_table(source: str | os.PathLike[str], build: Callable[[], pa.Table], 
         The source file whose bytes key the entry.
     build
         Zero-argument function producing the complete, validated table.
-    kind, version, options
+    kind, code, options
         See :func:`cache_key`.
     required
         See :func:`read_cached`.
     """
-    key = cache_key(file_sha256(source), kind=kind, version=version, options=options)
+    key = cache_key(file_sha256(source), kind=kind, code=code, options=options)
     hit = read_cached(key, kind=kind, required=required)
     if hit is not None:
         return hit

@@ -47,9 +47,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feeds.btfeed import FeedArrays, FloatArray, GammaFeed, IntArray, _timeframe, epoch_us
+from feeds.btfeed import FeedArrays, FloatArray, GammaFeed, IntArray, _timeframe
 from feeds.pit import US_PER_DAY
 from indicators.errors import DataError
+from plumbing.aliases import TableLike
+from plumbing.timeconv import to_epoch_us
 
 LINES_LEG = ("fresh", "settle", "dte", "funding_rate")
 PRICE_LINES = ("open", "high", "low", "close")
@@ -132,7 +134,7 @@ def bar_leg_lines(clock: FeedArrays, bars: pd.DataFrame, *, source: str = "perp"
     if len(bars) == 0:
         raise DataError("no bars", source=source, expected="the leg's OHLCV bars",
                         fix="check the file, or leave the leg out")
-    us = epoch_us(bars["ts"], source=source)
+    us = to_epoch_us(bars["ts"], source=source)
     pos = np.minimum(np.searchsorted(us, clock.open_us), len(us) - 1)
     hit = us[pos] == clock.open_us
     out: dict[str, FloatArray] = {}
@@ -233,7 +235,7 @@ def front_leg_lines(clock: FeedArrays, futures: Mapping[Leg, Mapping[str, FloatA
     return lines
 
 
-def future_legs(futures: pa.Table | pd.DataFrame, clock: FeedArrays, spot_close: FloatArray,
+def future_legs(futures: TableLike, clock: FeedArrays, spot_close: FloatArray,
                 ) -> dict[Leg, dict[str, FloatArray]]:
     """One leg per expiry of a canonical FUTURES table that trades inside the clock.
 
@@ -243,8 +245,8 @@ def future_legs(futures: pa.Table | pd.DataFrame, clock: FeedArrays, spot_close:
     df = futures.to_pandas() if isinstance(futures, pa.Table) else futures
     if len(df) == 0:
         return {}
-    ts = epoch_us(df["ts"], source="futures")
-    expiry = epoch_us(df["expiry"], source="futures", column="expiry")
+    ts = to_epoch_us(df["ts"], source="futures")
+    expiry = to_epoch_us(df["expiry"], source="futures", column="expiry")
     price = df["price"].to_numpy(dtype=np.float64)
     names = df["instrument"].astype(object).to_numpy() if "instrument" in df.columns \
         else np.full(len(df), None, dtype=object)
@@ -267,7 +269,7 @@ def future_legs(futures: pa.Table | pd.DataFrame, clock: FeedArrays, spot_close:
     return out
 
 
-def funding_per_bar(clock: FeedArrays, funding: pa.Table | pd.DataFrame) -> FloatArray:
+def funding_per_bar(clock: FeedArrays, funding: TableLike) -> FloatArray:
     """Funding paid per unit notional inside each bar, ``(close_prev, close]``.
 
     A FUNDING row stamped ``t`` settles ``rate_8h * interval_h / 8`` at ``t`` (a daily
@@ -278,7 +280,7 @@ def funding_per_bar(clock: FeedArrays, funding: pa.Table | pd.DataFrame) -> Floa
     out = np.zeros(len(clock))
     if len(df) == 0:
         return out
-    us = epoch_us(df["ts"], source="funding")
+    us = to_epoch_us(df["ts"], source="funding")
     rate = df["rate_8h"].to_numpy(dtype=np.float64) * df["interval_h"].to_numpy(
         dtype=np.float64) / 8.0
     bar = np.searchsorted(clock.close_us, us, side="left")

@@ -10,10 +10,9 @@ Publication lag: a record is usable from ``available_at = ts + delay``
 close``, and its age is counted from ``available_at``.
 
 All times here are ``int64`` microseconds since the Unix epoch, UTC (the canonical
-``timestamp[us, UTC]`` unit). :func:`to_epoch_us` converts numpy ``datetime64`` arrays
-of any unit explicitly; pandas/pyarrow columns are converted by the caller (see
-:func:`feeds.btfeed.epoch_us`), because pandas 3 stores microseconds and a bare
-``astype("int64")`` would silently change meaning with the unit.
+``timestamp[us, UTC]`` unit); :func:`plumbing.timeconv.to_epoch_us` converts times of
+any unit explicitly, because pandas 3 stores microseconds and a bare ``astype("int64")``
+would silently change meaning with the unit.
 
 Functions
 ---------
@@ -22,8 +21,6 @@ asof_indices   index of the value in force at each bar close (``-1`` = none or s
 asof_take      gather values by those indices, NaN where the index is ``-1``
 exact_indices  index of the stamp equal to each key (``-1`` = absent)
 group_offsets  CSR offsets of a table sorted by stamp (one group per stamp)
-modal_spacing  the most frequent positive step of a sorted time axis
-to_epoch_us    numpy ``datetime64``/integer array -> ``int64`` microseconds
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indicators.errors import ConfigError, InputError
+from plumbing.timeconv import to_epoch_us
 
 IntArray = npt.NDArray[np.int64]
 IndexArray = npt.NDArray[np.intp]
@@ -39,42 +37,6 @@ FloatArray = npt.NDArray[np.float64]
 
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
-
-
-def to_epoch_us(values: npt.ArrayLike, *, name: str = "timestamps") -> IntArray:
-    """Return ``values`` as ``int64`` microseconds since 1970-01-01 UTC.
-
-    Parameters
-    ----------
-    values
-        A numpy ``datetime64`` array of any unit (read as UTC: numpy has no time
-        zones) or an integer array already in microseconds.
-    name
-        Used in error messages.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``int64``, same shape. Sub-microsecond parts are truncated toward minus
-        infinity (floor), as numpy's unit conversion does.
-
-    Raises
-    ------
-    InputError
-        For ``NaT``, floating point or other non-time input.
-    """
-    arr = np.asarray(values)
-    if np.issubdtype(arr.dtype, np.datetime64):
-        if np.isnat(arr).any():
-            i = int(np.flatnonzero(np.isnat(arr).ravel())[0])
-            raise InputError("missing timestamp (NaT)", row=i, column=name,
-                             expected="a timestamp in every row", fix="drop or repair the row")
-        return arr.astype("datetime64[us]").view(np.int64)
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr.astype(np.int64, copy=False)
-    raise InputError(f"unsupported dtype {arr.dtype}", column=name,
-                     expected="datetime64 values or int64 microseconds since the epoch",
-                     fix="convert the column to UTC timestamps first")
 
 
 def available_at_us(stamp_us: npt.ArrayLike, delay_us: int) -> IntArray:
@@ -100,7 +62,7 @@ def available_at_us(stamp_us: npt.ArrayLike, delay_us: int) -> IntArray:
     if delay_us < 0:
         raise ConfigError(f"publication delay {delay_us!r} us is negative", column="delays",
                           expected="a duration >= 0", fix="pass e.g. '1h'")
-    return to_epoch_us(stamp_us, name="stamp") + np.int64(delay_us)
+    return to_epoch_us(stamp_us, column="stamp") + np.int64(delay_us)
 
 
 def asof_indices(bar_close_us: npt.ArrayLike, stamp_us: npt.ArrayLike,
@@ -145,8 +107,8 @@ def asof_indices(bar_close_us: npt.ArrayLike, stamp_us: npt.ArrayLike,
         raise ConfigError(f"max_staleness {max_staleness_us!r} us is negative",
                           column="max_staleness", expected="a duration >= 0",
                           fix="pass e.g. '26h'")
-    closes = to_epoch_us(bar_close_us, name="bar close")
-    stamps = to_epoch_us(stamp_us, name="stamp").ravel()
+    closes = to_epoch_us(bar_close_us, column="bar close")
+    stamps = to_epoch_us(stamp_us, column="stamp").ravel()
     if stamps.size == 0:
         return np.full(closes.shape, -1, dtype=np.intp)
     order: IndexArray | None = None
@@ -179,8 +141,8 @@ def exact_indices(key_us: npt.ArrayLike, stamp_us: npt.ArrayLike) -> IndexArray:
     numpy.ndarray
         ``intp`` array shaped like ``key_us``.
     """
-    keys = to_epoch_us(key_us, name="key")
-    stamps = to_epoch_us(stamp_us, name="stamp").ravel()
+    keys = to_epoch_us(key_us, column="key")
+    stamps = to_epoch_us(stamp_us, column="stamp").ravel()
     if stamps.size == 0:
         return np.full(keys.shape, -1, dtype=np.intp)
     pos = np.searchsorted(stamps, keys, side="left")
@@ -232,7 +194,7 @@ def group_offsets(stamp_us: npt.ArrayLike) -> tuple[IntArray, IntArray]:
     InputError
         If the stamps decrease somewhere (sort the table by stamp first).
     """
-    stamps = to_epoch_us(stamp_us, name="stamp").ravel()
+    stamps = to_epoch_us(stamp_us, column="stamp").ravel()
     if stamps.size > 1 and bool(np.any(stamps[1:] < stamps[:-1])):
         i = int(np.flatnonzero(stamps[1:] < stamps[:-1])[0]) + 1
         raise InputError("timestamps not sorted", row=i, column="ts",
@@ -242,25 +204,3 @@ def group_offsets(stamp_us: npt.ArrayLike) -> tuple[IntArray, IntArray]:
     starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
     offsets = np.r_[starts, stamps.size].astype(np.int64)
     return stamps[starts], offsets
-
-
-def modal_spacing(ts_us: npt.ArrayLike) -> int:
-    """Most frequent positive step of a time axis, in microseconds.
-
-    Ties go to the smaller step. Gaps (missing bars) therefore do not change the
-    answer as long as regular steps dominate.
-
-    Raises
-    ------
-    InputError
-        With fewer than two distinct times (no spacing to infer).
-    """
-    ts = to_epoch_us(ts_us, name="ts").ravel()
-    steps = np.diff(ts)
-    steps = steps[steps > 0]
-    if steps.size == 0:
-        raise InputError("cannot infer the bar spacing from fewer than two bars",
-                         column="ts", expected="at least two distinct bar times",
-                         fix="pass bar_freq explicitly (e.g. '1h')")
-    vals, counts = np.unique(steps, return_counts=True)
-    return int(vals[np.argmax(counts)])

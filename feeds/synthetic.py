@@ -132,29 +132,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import pandas as pd
-
 from feeds.sim.config import list_scenarios, resolve
 from feeds.sim.engine import make_grid, run, start_us_of
 from feeds.sim.market import Market, load_market
 from feeds.sim.output import build_tables
 from indicators.errors import ConfigError
+from plumbing.timeconv import duration_us
 
 __all__ = ["Market", "list_scenarios", "load_market", "simulate"]
-
-
-def _freq_us(value: str | pd.Timedelta, name: str) -> int:
-    try:
-        td = pd.Timedelta(value)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name}={value!r} is not a duration", source="simulate", column=name,
-                          expected="a pandas duration such as '1min', '15min', '1h', '1D'",
-                          fix=f"pass e.g. {name}='1h'") from exc
-    us = int(td.value // 1000) if td.unit == "ns" else int(td / pd.Timedelta(microseconds=1))
-    if us <= 0:
-        raise ConfigError(f"{name}={value!r} is not positive", source="simulate", column=name,
-                          expected="a positive duration", fix=f"pass e.g. {name}='1h'")
-    return us
 
 
 def simulate(scenario: str = "calm", *, days: float = 30, freq: str = "1h",
@@ -203,8 +188,8 @@ def simulate(scenario: str = "calm", *, days: float = 30, freq: str = "1h",
             raise ConfigError(f"n_options={n_options}", source="simulate", column="n_options",
                               expected=">= 20", fix="pass n_options=800 (or None)")
         params["options"]["n_options"] = int(n_options)
-    freq_us = _freq_us(freq, "freq")
-    chain_us = _freq_us(chain_freq, "chain_freq")
+    freq_us = duration_us(freq, name="freq", source="simulate")
+    chain_us = duration_us(chain_freq, name="chain_freq", source="simulate")
     grid = make_grid(start_us_of(params["sim"]["start"]), float(days), freq_us,
                      params["sim"]["step_minutes"])
     raw = run(params, grid, chain_us, int(seed))

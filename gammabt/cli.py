@@ -7,7 +7,6 @@ exits 1. ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from rich.table import Table
 
 from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS
 from indicators.errors import ConfigError, GammabtError
+from plumbing.atomic import write_atomic
+from plumbing.timeconv import parse_duration
 
 # Rich wraps to 80 columns when stdout is not a terminal; tables need more room.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -126,16 +127,13 @@ def _refuse_overwriting_inputs(outputs: dict[str, Path | None],
 
 
 def _write_table(frame: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if out.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
+        write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
     elif out.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
+        write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
         raise ConfigError(f"unsupported output suffix {out.suffix!r}", source=str(out),
                           expected=".parquet or .csv", fix="name the output file *.parquet")
-    tmp.replace(out)
     console.print(f"Wrote {len(frame)} rows to {out}")
 
 
@@ -581,14 +579,7 @@ def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | 
     """Forward vol, returns and adverse moves after each snapshot, by gamma regime."""
     from gammabt.study import parse_horizons, regime_study, write_regime_study
 
-    lag = None
-    if delay is not None:
-        try:
-            lag = pd.Timedelta(delay)
-        except ValueError:
-            raise ConfigError(f"--delay {delay!r} is not a duration", column="delay",
-                              expected="a duration like 0s or 1h", fix="e.g. --delay 1h"
-                              ) from None
+    lag = None if delay is None else _delay(delay)
     if n_boot < 100:
         raise ConfigError(f"--boot {n_boot}", column="boot", expected="at least 100",
                           fix="e.g. --boot 2000")
@@ -627,17 +618,8 @@ def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, 
     """Each event window against the calm weeks before it."""
     from gammabt.study_events import events_study, parse_dates
 
-    spans = []
-    for flag, text in (("--window", window), ("--calm", calm)):
-        try:
-            td = pd.Timedelta(text)
-        except ValueError:
-            td = pd.NaT
-        if pd.isna(td) or td <= pd.Timedelta(0):
-            raise ConfigError(f"{flag} {text!r} is not a positive duration",
-                              column=flag[2:], expected="a duration like 7D",
-                              fix=f"e.g. {flag} 7D")
-        spans.append(td)
+    spans = [parse_duration(text, name=flag, example="7D")
+             for flag, text in (("--window", window), ("--calm", calm))]
     _refuse_overwriting_inputs({"--out": out}, {"--bars": bars, "--perp": perp,
                                                 "--spot": spot})
     table = events_study(parse_dates(at), bars, perp=perp, spot=spot, funding=funding, oi=oi,
@@ -657,14 +639,7 @@ def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, 
 
 
 def _delay(text: str) -> pd.Timedelta:
-    try:
-        lag = pd.Timedelta(text)
-    except ValueError:
-        lag = pd.NaT
-    if pd.isna(lag) or lag < pd.Timedelta(0):
-        raise ConfigError(f"--delay {text!r} is not a duration >= 0", column="delay",
-                          expected="a duration like 0s or 1h", fix="e.g. --delay 1h")
-    return lag
+    return parse_duration(text, name="--delay", minimum="nonnegative")
 
 
 @study.command("basis")

@@ -24,9 +24,10 @@ import pandas as pd
 
 from gammabt.index import resolve_runs
 from gammabt.pages import esc, fig_html, fmt_metric, plotlyjs_name, render, write_plotlyjs
-from gammabt.pages import write_text_atomic as _write_text
 from gammabt.report import BENCHMARK_KEYS, RETURN_KEYS, compute_metrics
 from indicators.errors import ConfigError
+from plumbing.atomic import write_atomic
+from plumbing.atomic import write_text_atomic as _write_text
 
 __all__ = ["DIRECTION", "MAX_RUNS", "RunData", "common_window", "config_diff",
            "load_runs", "metrics_table", "rolling_window", "write_compare"]
@@ -420,12 +421,8 @@ def write_compare(runs: list[RunData], out: str | Path, *, csv: str | Path | Non
     for path, kind in ((csv, "csv"), (parquet, "parquet")):
         if path is None:
             continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         if kind == "csv":
-            export.to_csv(tmp, index=False)
+            write_atomic(path, lambda tmp: export.to_csv(tmp, index=False))
         else:
-            export.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+            write_atomic(path, lambda tmp: export.to_parquet(tmp, index=False))
     return out

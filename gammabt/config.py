@@ -25,6 +25,7 @@ from gammabt.broker import Terms, resolve_terms
 from gammabt.index import check_label
 from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS, Dealer, Instrument, parse_delay
 from indicators.errors import ConfigError
+from plumbing.timeconv import parse_duration
 from strategies.registry import check_params, get_strategy
 
 
@@ -165,15 +166,7 @@ class RunConfig:
         for name in ("max_staleness", "freq"):
             value = getattr(self, name)
             if value is not None:
-                try:
-                    duration = pd.Timedelta(value)
-                except ValueError:
-                    raise ConfigError(f"{name}={value!r} is not a duration", column=name,
-                                      expected="a pandas duration like '26h' or '1D'",
-                                      fix=f"set {name} to e.g. '26h'") from None
-                if duration < pd.Timedelta(0):
-                    raise ConfigError(f"{name}={value!r} is negative", column=name,
-                                      expected="a duration >= 0", fix=f"set {name} to e.g. '1h'")
+                parse_duration(value, name=name, minimum="nonnegative", example="26h")
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None:

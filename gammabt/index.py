@@ -22,7 +22,6 @@ import json
 import os
 import re
 import time
-import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 
 from gammabt.inputs import INPUT_SPECS
 from indicators.errors import ConfigError
+from plumbing.atomic import write_atomic
 
 __all__ = ["COLUMNS", "HEADLINE", "INDEX_NAME", "LABEL_PATTERN", "IndexWarning", "check_label",
            "load_index", "rebuild_index", "resolve_runs", "run_folders", "run_row",
@@ -151,13 +151,7 @@ def _frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _write(root: Path, frame: pd.DataFrame) -> None:
-    tmp = root / f".{INDEX_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, root / INDEX_NAME)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(root / INDEX_NAME, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 @contextlib.contextmanager

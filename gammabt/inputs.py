@@ -48,6 +48,7 @@ from feeds.pit import asof_indices, asof_take, available_at_us
 from indicators.errors import ConfigError, DataError
 from indicators.gamma import DEALERS as GAMMA_DEALERS
 from indicators.gamma import Dealer as GammaDealer
+from plumbing.timeconv import duration_us, parse_duration, timedelta_us, to_epoch_us
 
 #: Dealer positioning for GEX: ``auto`` (explicit positions when the chain has them,
 #: else the default) plus every convention of :mod:`indicators.gamma`.
@@ -288,21 +289,13 @@ def parse_delay(kind: str, value: Any, source: str = "delays") -> pd.Timedelta:
             fix = f"did you mean {hint[0]!r}?" if hint else "e.g. chain=1h"
         raise ConfigError(f"{source}: {kind!r} {why}", column="delays",
                           expected=f"one of {delayable()}", fix=fix)
-    try:
-        delay = pd.Timedelta(value)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{source}: {kind}={value!r} is not a duration", column="delays",
-                          expected="a pandas duration like '1h' or '30min'",
-                          fix=f"e.g. {kind}=1h") from None
-    if pd.isna(delay) or delay < pd.Timedelta(0):
-        raise ConfigError(f"{source}: {kind}={value!r} is negative", column="delays",
-                          expected="a duration >= 0", fix=f"e.g. {kind}=1h")
+    delay = parse_duration(value, name=kind, minimum="nonnegative", source=source)
     return delay
 
 
 def format_duration(delay: pd.Timedelta) -> str:
     """``1h``, ``1h30min``, ``2d``, ``45s``, ``0s``: compact and readable by pandas."""
-    total = int(delay / pd.Timedelta("1us"))
+    total = timedelta_us(delay)
     if total == 0:
         return "0s"
     parts = []
@@ -334,7 +327,7 @@ def with_available_at(table: pa.Table, delay: pd.Timedelta) -> pa.Table:
     if AVAILABLE_AT in table.column_names:
         table = table.drop_columns([AVAILABLE_AT])
     ts = table["ts"].cast(pa.timestamp("us", tz="UTC")).to_numpy().astype("datetime64[us]")
-    shifted = pa.array(available_at_us(ts, int(delay / pd.Timedelta("1us"))), type=pa.int64())
+    shifted = pa.array(available_at_us(ts, timedelta_us(delay)), type=pa.int64())
     return table.append_column(AVAILABLE_AT, shifted.cast(pa.timestamp("us", tz="UTC")))
 
 
@@ -458,10 +451,10 @@ def value_lines(tables: Mapping[str, pa.Table], close_us: np.ndarray,
         if spec is None or not spec.values:
             continue
         stale = max_staleness_us if spec.staleness is None else \
-            int(pd.Timedelta(spec.staleness) / pd.Timedelta("1us"))
+            duration_us(spec.staleness, name=f"{name} staleness")
         stamps = table[AVAILABLE_AT if AVAILABLE_AT in table.column_names else "ts"]
         avail = stamps.cast(pa.timestamp("us", tz="UTC")).to_numpy()
-        idx = asof_indices(close_us, avail.astype("datetime64[us]").view(np.int64), stale)
+        idx = asof_indices(close_us, to_epoch_us(avail, column=AVAILABLE_AT), stale)
         for col, line in spec.value_lines().items():
             values = table[col].to_numpy().astype(np.float64)
             out[line] = asof_take(values, idx)

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from plumbing.atomic import write_text_atomic
+
 __all__ = ["PERCENT_KEYS", "USD_KEYS", "fig_html", "fmt_metric", "plotlyjs_name",
-           "render", "write_plotlyjs", "write_text_atomic"]
+           "render", "write_plotlyjs"]
 
 PERCENT_KEYS = frozenset({
     "total_return", "cagr", "volatility_ann", "max_drawdown", "win_rate", "best_day",
@@ -82,23 +82,6 @@ def write_plotlyjs(folder: str | Path) -> Path:
     if path.is_file() and path.stat().st_size > 0:
         return path
     write_text_atomic(path, get_plotlyjs())
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

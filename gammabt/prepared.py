@@ -18,9 +18,7 @@ cache, shared by every process on the machine that opens the same folder.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from feeds.btfeed import FeedArrays, LazySnapshots, Snapshots
 from feeds.legs import Leg
 from gammabt.run import PreparedMarket
 from indicators.errors import DataError
+from plumbing.atomic import write_dir_atomic
 
 FORMAT = 2  # 2: publication delays per input kind (``delays``)
 MANIFEST = "market.json"
@@ -83,11 +82,8 @@ def save_prepared(market: PreparedMarket, out: str | Path) -> Path:
         raise DataError("the output folder exists and holds something else", source=str(out),
                         expected="a new folder or one prepared from the same inputs",
                         fix="choose another --out or delete the folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         first = market.legs[0][1]
         legs = []
         for i, (leg, arrays) in enumerate(market.legs):
@@ -114,9 +110,8 @@ def save_prepared(market: PreparedMarket, out: str | Path) -> Path:
                     "legs": legs, "bar_freq_us": first.bar_freq_us,
                     "max_staleness_us": dict(first.max_staleness_us), "liq_map": liq}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_dir_atomic(out, fill)
     return out
 
 

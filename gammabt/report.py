@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -45,9 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammabt.pages import write_text_atomic
 from gammabt.plotting import configure_matplotlib, quiet_report_warnings
 from indicators.errors import ConfigError, InputError
+from plumbing.aliases import PathLike
+from plumbing.atomic import temp_sibling, write_text_atomic
 
 __all__ = [
     "BENCHMARK_KEYS",
@@ -721,7 +720,7 @@ def _header_html(header: Mapping[str, str] | None, notice: str | None) -> str:
 def write_tearsheet(
     returns: pd.Series,
     benchmark: pd.Series | None,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     title: str,
     periods_per_year: int = 365,
@@ -802,7 +801,7 @@ def write_tearsheet(
             ), stacklevel=2)
     qs = _qs()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_sibling(path)  # QuantStats writes here; the finished page is written atomically
     try:
         with quiet_report_warnings(), _regression_guard(qs.stats, r, b), \
                 _fitted_windows(qs.plots, len(r), periods), _blank_missing_months(qs.stats):

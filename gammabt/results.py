@@ -1,6 +1,6 @@
 """The results store: one folder per run, written atomically.
 
-A run is first written into ``<root>/.tmp-<run_id>-<pid>/`` and renamed to
+A run is first written into a hidden temporary folder beside it and renamed to
 ``<root>/<run_id>/`` only when every file is complete, so a crash never leaves a
 folder that looks like a finished run. ``load_run`` reads one back.
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from gammabt.index import update_index
 from gammabt.report import write_tearsheet
 from gammabt.run import RunResult
 from gammabt.runpage import write_report_page
+from plumbing.atomic import write_dir_atomic
 
 FILES = ("config.json", "metrics.json", "returns.parquet", "equity.parquet",
          "trades.parquet", "orders.parquet", "ledger.parquet", "positions.parquet",
@@ -92,11 +91,8 @@ def write_run(result: RunResult, root: str | Path = "results", *,
     while final.exists():  # the same config run twice within one second
         n += 1
         final = root / f"{result.run_id}-{n}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         _dump(tmp / "config.json", {
             "run_id": result.run_id,
             "digest": result.digest,
@@ -120,10 +116,8 @@ def write_run(result: RunResult, root: str | Path = "results", *,
                             header=tearsheet_header(result), notice=zero_trade_notice(result))
         if report:
             write_report_page(result, tmp / "report.html", plotlyjs_dir=root)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_dir_atomic(final, fill)
     try:
         update_index(root, final)
     except (OSError, ValueError) as exc:  # the run is safe on disk; the index is a cache

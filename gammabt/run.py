@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feeds.btfeed import FeedArrays, build_arrays, duration_us
+from feeds.btfeed import FeedArrays, build_arrays
 from feeds.legs import (
     InstrumentFeed,
     Leg,
@@ -44,6 +44,7 @@ from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
+from plumbing.timeconv import duration_us
 from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity
 
@@ -405,7 +406,9 @@ def leg_arrays(config: RunConfig, inputs: MarketInputs) -> list[tuple[Leg, FeedA
                           extra=inputs.extra, liq_lines=inputs.liq_lines,
                           liq_map=inputs.liq_map, barrier_lines=inputs.barrier_lines,
                           max_staleness=staleness(config.max_staleness))
-    generic = value_lines(inputs.tables, arrays.close_us, duration_us(config.max_staleness))
+    generic = value_lines(inputs.tables, arrays.close_us,
+                          duration_us(config.max_staleness, name="max_staleness",
+                                      minimum="nonnegative"))
     if generic:  # kinds without analytics of their own, as of each bar close
         arrays = with_lines(arrays, generic)
     out = [(Leg("spot", "spot"), arrays)]

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from gammabt.pages import esc, fig_html, fmt_metric, plotlyjs_name, render, write_plotlyjs
-from gammabt.pages import write_text_atomic as _write_text
+from plumbing.atomic import write_atomic
+from plumbing.atomic import write_text_atomic as _write_text
 
 __all__ = ["basis_figure", "gex_figure", "liq_figure", "price_figure", "snapshot_times",
            "write_figure_page", "write_report_page"]
@@ -382,21 +383,21 @@ def write_figure_page(fig: Any, path: str | Path, *, title: str,
 
 def _write_png(fig: Any, path: Path, *, title: str, notes: list[str], height: int) -> Path:
     """The chart as a PNG (title and notes on top), written atomically."""
-    import os
-
     from indicators.errors import ConfigError
 
     image = fig.__class__(fig)  # a copy: the caller's figure keeps its layout
     subtitle = "<br><sup>" + "; ".join(notes) + "</sup>" if notes else ""
     image.update_layout(title={"text": title + subtitle}, margin={"t": 90})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.write_image(tmp, format="png", width=1400, height=height, scale=1)
-    except Exception as exc:  # Kaleido reports a missing browser with several types
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"PNG export failed ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})", source=str(path),
-                          expected="a Chromium browser for Kaleido (Debian package chromium)",
-                          fix="install chromium, or name the output *.html") from None
-    tmp.replace(path)
-    return path
+
+    def export(tmp: Path) -> None:
+        try:
+            image.write_image(tmp, format="png", width=1400, height=height, scale=1)
+        except Exception as exc:  # Kaleido reports a missing browser with several types
+            raise ConfigError(f"PNG export failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                              source=str(path),
+                              expected="a Chromium browser for Kaleido (Debian package "
+                                       "chromium)",
+                              fix="install chromium, or name the output *.html") from None
+
+    return write_atomic(path, export)

@@ -12,7 +12,6 @@ Statistics live in :mod:`indicators.events`; this module loads, joins and writes
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,8 @@ from indicators.events import (
     permutation_pvalue,
 )
 from indicators.gamma import summarize
+from plumbing.atomic import write_atomic, write_text_atomic
+from plumbing.timeconv import parse_duration, timedelta_us, to_epoch_us
 
 MEASURES = ("vol_ann", "abs_ret", "ret", "max_adverse")
 RATIO_MEASURES = ("vol_ann", "abs_ret", "max_adverse")
@@ -44,18 +45,8 @@ WALL_LABELS = ("< 2%", "2..5%", "5..10%", "> 10%")
 
 def parse_horizons(text: str) -> tuple[pd.Timedelta, ...]:
     """``'1h,4h,24h'`` -> Timedeltas; a one-line ConfigError for anything else."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            td = pd.Timedelta(part)
-        except ValueError:
-            td = pd.NaT
-        if not part or pd.isna(td) or td <= pd.Timedelta(0):
-            raise ConfigError(f"--horizons {text!r}: {part!r} is not a positive duration",
-                              column="horizons", expected="durations like 1h,4h,24h",
-                              fix="e.g. --horizons 1h,4h,24h")
-        out.append(td)
-    return tuple(out)
+    return tuple(parse_duration(part.strip(), name="--horizons", example="1h,4h,24h")
+                 for part in text.split(","))
 
 
 def horizon_name(td: pd.Timedelta) -> str:
@@ -108,12 +99,6 @@ def snapshot_features(summary: pd.DataFrame, *, n_quantiles: int = 5) -> pd.Data
     return s
 
 
-def _epoch_us(ts: pd.Series) -> np.ndarray:
-    """tz-aware UTC datetimes -> epoch microseconds (whatever the stored unit)."""
-    naive = pd.Series(ts).dt.tz_convert("UTC").dt.tz_localize(None)
-    return naive.to_numpy().astype("datetime64[us]").astype(np.int64)
-
-
 def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
                     horizons: Sequence[pd.Timedelta]) -> dict[str, np.ndarray]:
     """Forward measures (:func:`indicators.events.forward_measures`) from each entry bar,
@@ -125,7 +110,7 @@ def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
         A horizon that is not a whole number of bars.
     """
     freq = bar_freq(bars)
-    ts_us = _epoch_us(bars["ts"])
+    ts_us = to_epoch_us(bars["ts"])
     out: dict[str, np.ndarray] = {}
     for h in horizons:
         n_bars = h / freq
@@ -135,7 +120,7 @@ def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
                               expected=f"multiples of {horizon_name(freq)}",
                               fix="choose horizons that are multiples of the bar length")
         m = forward_measures(ts_us, bars["open"], bars["high"], bars["low"], bars["close"],
-                             entry, int(round(n_bars)), bar_us=int(freq / pd.Timedelta("1us")),
+                             entry, int(round(n_bars)), bar_us=timedelta_us(freq),
                              periods_per_year=pd.Timedelta(days=365) / freq)
         for key, values in m.items():
             out[f"{key}_{horizon_name(h)}"] = values
@@ -145,7 +130,7 @@ def forward_columns(bars: pd.DataFrame, entry: np.ndarray,
 def attach_forward(snap: pd.DataFrame, bars: pd.DataFrame, horizons: Sequence[pd.Timedelta],
                    available: pd.Series) -> pd.DataFrame:
     """Add ``entry_ts`` and ``<measure>_<h>`` columns measured from availability onward."""
-    entry = entry_index(_epoch_us(bars["ts"]), _epoch_us(available))
+    entry = entry_index(to_epoch_us(bars["ts"]), to_epoch_us(available))
     out = snap.copy()
     inside = entry < len(bars)
     out["entry_ts"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
@@ -305,25 +290,17 @@ def write_study(out: Path, *, frame: pd.DataFrame, tables: Sequence[tuple[str, p
     from plotly.offline import get_plotlyjs
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = f".{os.getpid()}.tmp"
-
-    def put(name: str, write) -> None:
-        tmp = out / f".{name}{tag}"
-        write(tmp)
-        tmp.replace(out / name)
-
-    put("study.parquet", lambda p: frame.to_parquet(p, index=False))
-    put("tables.json", lambda p: p.write_text(json.dumps(
-        {name: t.to_dict(orient="records") for name, t in tables}, indent=1, default=str)))
+    write_atomic(out / "study.parquet", lambda p: frame.to_parquet(p, index=False))
+    write_text_atomic(out / "tables.json", json.dumps(
+        {name: t.to_dict(orient="records") for name, t in tables}, indent=1, default=str))
     env = jinja2.Environment(autoescape=True)
     html = env.from_string(_TEMPLATE).render(
         title=title, meta_lines=meta_lines, notes=notes,
         tables=[(n, t.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
                 for n, t in tables if not t.empty],
         figures=figures)
-    put("plotly.min.js", lambda p: p.write_text(get_plotlyjs()))
-    put("study.html", lambda p: p.write_text(html))
+    write_text_atomic(out / "plotly.min.js", get_plotlyjs())
+    write_text_atomic(out / "study.html", html)
     return out / "study.html"
 
 

@@ -36,7 +36,6 @@ import pyarrow as pa
 from gammabt.study import (
     _concat_bars,
     _describe,
-    _epoch_us,
     forward_columns,
     horizon_name,
     write_study,
@@ -49,6 +48,7 @@ from indicators.events import (
     entry_index,
     permutation_pvalue,
 )
+from plumbing.timeconv import timedelta_us, to_epoch_us
 
 UNSIGNED = ("vol_ann", "abs_ret", "max_adverse")
 
@@ -156,7 +156,7 @@ def basis_study(futures: Sequence[Path], spot: Sequence[Path], *,
         frame["oi_drop"] = flags["oi_drop"].to_numpy()
     delay = pd.Timedelta(0) if delay is None else delay
     available = frame["ts"] + delay
-    entry = entry_index(_epoch_us(bars["ts"]), _epoch_us(available))
+    entry = entry_index(to_epoch_us(bars["ts"]), to_epoch_us(available))
     for key, values in forward_columns(bars, entry, horizons).items():
         frame[key] = values
     longest = max(horizons)
@@ -167,9 +167,9 @@ def basis_study(futures: Sequence[Path], spot: Sequence[Path], *,
             last = i
     event = np.zeros(len(frame), dtype=bool)
     event[kept] = True
-    flagged_us = _epoch_us(frame.loc[frame["flag"], "ts"])
-    ts_us = _epoch_us(frame["ts"])
-    span = int(longest / pd.Timedelta("1us"))
+    flagged_us = to_epoch_us(frame.loc[frame["flag"], "ts"])
+    ts_us = to_epoch_us(frame["ts"])
+    span = timedelta_us(longest)
     pos = np.searchsorted(flagged_us, ts_us)
     near_next = (pos < len(flagged_us)) & (
         flagged_us[np.minimum(pos, len(flagged_us) - 1)] - ts_us <= span)
@@ -203,11 +203,11 @@ def basis_study(futures: Sequence[Path], spot: Sequence[Path], *,
 
 def _window_mean(values: pd.Series, start: pd.Series, horizon: pd.Timedelta) -> np.ndarray:
     """Mean of ``values`` stamped in ``(start, start + horizon]`` per start (NaN if none)."""
-    ts = _epoch_us(pd.Series(values.index))
+    ts = to_epoch_us(pd.Series(values.index))
     cum = np.r_[0.0, np.cumsum(values.to_numpy())]
-    s = _epoch_us(start)
+    s = to_epoch_us(start)
     lo = np.searchsorted(ts, s, side="right")
-    hi = np.searchsorted(ts, s + int(horizon / pd.Timedelta("1us")), side="right")
+    hi = np.searchsorted(ts, s + timedelta_us(horizon), side="right")
     n = hi - lo
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, (cum[hi] - cum[lo]) / n, np.nan)

@@ -38,7 +38,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.special import ndtr
 
-from indicators.errors import ConfigError, DataError
+from indicators.errors import ConfigError
+from plumbing.timeconv import to_epoch_us
 
 __all__ = [
     "BARRIER_TYPES",
@@ -285,14 +286,6 @@ BOOK_COLUMNS = ("barrier_gex", "barrier_vanna", "barrier_charm", "dist_to_barrie
                 "n_barrier_live")
 
 
-def _us(col: pd.Series, source: str, column: str) -> npt.NDArray[np.int64]:
-    if not isinstance(col.dtype, pd.DatetimeTZDtype):
-        raise DataError("timestamps are not timezone-aware", source=source, column=column,
-                        expected="timezone-aware UTC timestamps",
-                        fix="load the file with feeds.loaders.load_barriers")
-    return np.asarray(pd.DatetimeIndex(col).tz_convert("UTC").as_unit("us").asi8)
-
-
 def barrier_book(positions: pd.DataFrame | Any, bars: pd.DataFrame, *,
                  iv: npt.ArrayLike | float = 0.5, bar_freq_us: int | None = None,
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -411,7 +404,7 @@ class _Track:
 def _track(positions: pd.DataFrame | Any, bars: pd.DataFrame, iv: npt.ArrayLike | float,
            bar_freq_us: int | None, values: bool = True) -> _Track:
     df = positions.to_pandas() if hasattr(positions, "to_pandas") else positions
-    open_us = _us(bars["ts"], "bars", "ts")
+    open_us = to_epoch_us(bars["ts"], source="bars", column="ts")
     n_bar = open_us.size
     if bar_freq_us is None:
         bar_freq_us = int(np.median(np.diff(open_us))) if n_bar > 1 else 3_600_000_000
@@ -427,8 +420,9 @@ def _track(positions: pd.DataFrame | Any, bars: pd.DataFrame, iv: npt.ArrayLike 
     H = df["barrier"].to_numpy(np.float64)
     N = df["notional"].to_numpy(np.float64) * df["dealer_side"].to_numpy(np.float64)
     own_iv = df["iv"].to_numpy(np.float64) if "iv" in df.columns else np.full(len(df), np.nan)
-    start = np.searchsorted(close_us, _us(df["ts"], "barriers", "ts"), side="left")
-    exp_us = _us(df["expiry"], "barriers", "expiry")
+    start = np.searchsorted(close_us, to_epoch_us(df["ts"], source="barriers", column="ts"),
+                            side="left")
+    exp_us = to_epoch_us(df["expiry"], source="barriers", column="expiry")
     end = np.searchsorted(close_us, exp_us, side="left")  # bars with close < expiry
     count = np.maximum(end - start, 0)
     # every (position, bar) pair while the position can be alive
@@ -516,7 +510,7 @@ def book_gex_profile(positions: pd.DataFrame | Any, bars: pd.DataFrame,
         profile_j(x) = sum_live side_i N_i gamma_i(x S_j, T_i(t_j)) (x S_j)^2 0.01
     """
     st = _track(positions, bars, iv, bar_freq_us)
-    t_us = _us(pd.Series(pd.DatetimeIndex(stamps)), "summary", "ts")
+    t_us = to_epoch_us(pd.Series(pd.DatetimeIndex(stamps)), source="summary", column="ts")
     spot = np.asarray(spot, dtype=np.float64)
     rel = np.asarray(rel, dtype=np.float64)
     rel2 = np.broadcast_to(rel, (t_us.size, rel.shape[-1]))
@@ -592,7 +586,7 @@ def summary_with_book(summary: pd.DataFrame, chain: pd.DataFrame | Any,
     spot = out["spot"].to_numpy(np.float64)
     one = np.ones((n, 1))
     st = _track(positions, bars, iv, bar_freq_us)
-    t_us = _us(stamps, "summary", "ts")
+    t_us = to_epoch_us(stamps, source="summary", column="ts")
     j_bar = np.searchsorted(st.close_us, t_us, side="right") - 1
     vanna = np.zeros(n)
     if st.pos.size and n:

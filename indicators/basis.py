@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from indicators.errors import ConfigError, DataError
+from plumbing.timeconv import duration_us, modal_spacing_us, to_epoch_us
 
 __all__ = [
     "annualized_basis",
@@ -383,21 +384,18 @@ def basis_table(futures: Any, spot_bars: Any, *, bar_freq: Any = None,
     fut = fut.sort_values(["ts", "expiry"], kind="stable").reset_index(drop=True)
     bts = bars["ts"].sort_values(kind="stable")
     order = bts.index
-    b_us = _us(bts)
-    if bar_freq is None:
-        d = np.diff(b_us)
-        vals, counts = np.unique(d, return_counts=True) if len(d) else (np.array([0]), [1])
-        freq_us = int(vals[np.argmax(counts)])
-    else:
-        freq_us = int(pd.Timedelta(bar_freq).value // 1000)
+    b_us = to_epoch_us(bts)
+    freq_us = (modal_spacing_us(b_us, source="spot") if bar_freq is None
+               else duration_us(bar_freq, name="bar_freq"))
     close_us = b_us + freq_us
     closes = bars["close"].to_numpy(dtype="float64")[order.to_numpy()]
-    t_us = _us(fut["ts"])
+    t_us = to_epoch_us(fut["ts"])
     j = np.searchsorted(close_us, t_us, side="right") - 1
     jj = np.clip(j, 0, None)
     spot = np.where(j >= 0, closes[jj] if len(closes) else np.nan, np.nan)
     if max_staleness is not None and len(closes):
-        stale = (t_us - close_us[jj]) > pd.Timedelta(max_staleness).value // 1000
+        stale = (t_us - close_us[jj]) > duration_us(max_staleness, name="max_staleness",
+                                                    minimum="nonnegative")
         spot = np.where(stale, np.nan, spot)
     dte = ((fut["expiry"] - fut["ts"]).dt.total_seconds() / DAY_S).to_numpy(dtype="float64")
     price = fut["price"].to_numpy(dtype="float64")
@@ -407,11 +405,3 @@ def basis_table(futures: Any, spot_bars: Any, *, bar_freq: Any = None,
     if "instrument" in fut.columns:
         out["instrument"] = fut["instrument"].to_numpy()
     return out
-
-
-def _us(ts: pd.Series) -> np.ndarray:
-    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
-        raise DataError("timestamps are not timezone-aware", column="ts",
-                        expected="datetime64[us, UTC]", fix="use the canonical loaders")
-    naive = ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
-    return naive.to_numpy().view("int64")

@@ -44,6 +44,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from indicators.errors import ConfigError, DataError
+from plumbing.timeconv import from_epoch_us, to_epoch_us
 
 __all__ = [
     "DEALERS",
@@ -307,33 +308,6 @@ def _check_dealer(dealer: str) -> None:
                               "'short_calls_long_puts' or 'explicit'")
 
 
-def _utc_us(col: pd.Series, name: str) -> npt.NDArray[np.int64]:
-    """UTC epoch microseconds of a tz-aware timestamp column (no copy when already us)."""
-    dtype = col.dtype
-    if isinstance(dtype, pd.ArrowDtype) and pd.api.types.is_datetime64_any_dtype(dtype):
-        if dtype.pyarrow_dtype.tz is None:
-            col = col.astype(dtype.numpy_dtype)
-        else:
-            col = col.astype(pd.DatetimeTZDtype("us", "UTC"))
-        dtype = col.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        values = col.array if dtype.unit == "us" else col.array.as_unit("us")
-        us = values.asi8  # UTC epoch, whatever the display time zone
-        missing = us == np.iinfo(np.int64).min  # NaT
-        if missing.any():
-            row = int(np.flatnonzero(missing)[0])
-            raise DataError("missing timestamp", source=_SOURCE, row=row, column=name,
-                            expected="a timestamp in every row", fix="drop or repair the row")
-        return us
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        raise DataError("timestamps are timezone-naive", source=_SOURCE, column=name,
-                        expected="timezone-aware UTC timestamps",
-                        fix="localize them first, e.g. .dt.tz_localize('UTC')")
-    raise DataError(f"column has dtype {dtype}, not timestamps", source=_SOURCE, column=name,
-                    expected="timezone-aware UTC timestamps (canonical CHAIN schema)",
-                    fix="load the chain with feeds.loaders.load_chain or conform(df, CHAIN)")
-
-
 def _floats(df: pd.DataFrame, name: str) -> FloatArray:
     try:
         return df[name].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -408,8 +382,9 @@ def _prepare(chain: Any, dealer: str) -> _Inputs:
                           fix="add the column or use dealer='long_calls_short_puts'")
     n = len(df)
     empty = np.zeros(0, dtype=np.int64)
-    ts = _utc_us(df["ts"], "ts") if n else empty  # an empty frame may have no dtypes
-    expiry = _utc_us(df["expiry"], "expiry") if n else empty
+    # an empty frame may have no dtypes
+    ts = to_epoch_us(df["ts"], column="ts", source=_SOURCE) if n else empty
+    expiry = to_epoch_us(df["expiry"], column="expiry", source=_SOURCE) if n else empty
     iv = _floats(df, "mark_iv")
     right = df["right"]
     is_call = (right == "C").to_numpy(dtype=bool, na_value=False)
@@ -503,14 +478,6 @@ def _block(inp: _Inputs, s0: int, s1: int, second_order: bool = True) -> _Block:
                  a=base * _INV_SQRT_2PI, d=d1 / np.sqrt(2.0), k=1.0 / (np.sqrt(2.0) * s),
                  s=s, vanna_coef=vanna_coef, charm_coef=charm_coef)
     return _Block(n_snap=nb, spot=spot, spot_is_index=spot_is_index, rows=rows)
-
-
-def _ts_index(ts_us: npt.NDArray[np.int64]) -> pd.Series:
-    return pd.Series(ts_us.astype("datetime64[us]")).dt.tz_localize("UTC")
-
-
-# ---------------------------------------------------------------------------------------
-# Per-row and per-strike exposure
 
 
 def row_gex(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts") -> FloatArray:
@@ -656,7 +623,7 @@ def strike_gex(chain: pd.DataFrame | Any,
     snap, strike, call, put, vanna, charm = (np.concatenate(p)
                                              for p in zip(*parts, strict=True))
     out = pd.DataFrame({
-        "ts": _ts_index(inp.ts_us[snap]),
+        "ts": from_epoch_us(inp.ts_us[snap]),
         "strike": strike,
         "gex_call": call,
         "gex_put": put,
@@ -1130,7 +1097,7 @@ def _profile(chain: pd.DataFrame | Any, dealer: Dealer, levels: ArrayLike | None
         prof *= rel[None, :]
     snap_rep = np.repeat(np.arange(n_snap), rel.size)
     return pd.DataFrame({
-        "ts": _ts_index(inp.ts_us[snap_rep]),
+        "ts": from_epoch_us(inp.ts_us[snap_rep]),
         "spot": spot[snap_rep],
         "rel": np.tile(rel, n_snap),
         "level": spot[snap_rep] * np.tile(rel, n_snap),
@@ -1223,7 +1190,7 @@ def atm_iv(chain: pd.DataFrame | Any, tenor_days: float = 30.0) -> pd.DataFrame:
         counts = np.bincount(snap[best], minlength=n_snap)
         have = counts > 0
         out[have] = sums[have] / counts[have]
-    return pd.DataFrame({"ts": _ts_index(inp.ts_us), "atm_iv": out})
+    return pd.DataFrame({"ts": from_epoch_us(inp.ts_us), "atm_iv": out})
 
 
 # ---------------------------------------------------------------------------------------
@@ -1333,7 +1300,7 @@ def summarize(chain: pd.DataFrame | Any, dealer: Dealer = "long_calls_short_puts
         cols["vanna"][:] = np.nan
         cols["charm"][:] = np.nan
     return pd.DataFrame({
-        "ts": _ts_index(inp.ts_us),
+        "ts": from_epoch_us(inp.ts_us),
         "spot": cols["spot"],
         "spot_source": pd.Series(np.where(from_index, "index", "forward_median"),
                                  dtype="string"),

@@ -89,6 +89,7 @@ import numpy as np
 import pandas as pd
 
 from indicators.errors import ConfigError, DataError
+from plumbing.timeconv import duration_us, modal_spacing_us, parse_duration, to_epoch_us
 
 Side = Literal["long", "short"]
 Contract = Literal["linear", "inverse"]
@@ -321,15 +322,7 @@ class LiqMapParams:
                 raise ConfigError(f"{name}={getattr(self, name)!r} out of range", column=name,
                                   expected=expected, fix=f"change {name}")
         if self.volume_half_life is not None:
-            try:
-                hl = pd.Timedelta(self.volume_half_life)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"volume_half_life={self.volume_half_life!r} not a duration",
-                                  column="volume_half_life", expected="e.g. '7D' or '12h'",
-                                  fix="use a pandas Timedelta string or None") from exc
-            if hl <= pd.Timedelta(0):
-                raise ConfigError("volume_half_life must be positive", column="volume_half_life",
-                                  expected="a positive duration or None", fix="e.g. '7D'")
+            parse_duration(self.volume_half_life, name="volume_half_life", example="7D")
 
     @property
     def leverages(self) -> np.ndarray:
@@ -358,22 +351,6 @@ def _make_params(params: LiqMapParams | None, overrides: dict[str, Any]) -> LiqM
 
 def _frame(x: Any) -> pd.DataFrame:
     return x.to_pandas() if hasattr(x, "to_pandas") and not isinstance(x, pd.DataFrame) else x
-
-
-def _ts_us(col: pd.Series, name: str, source: str) -> np.ndarray:
-    if not isinstance(col.dtype, pd.DatetimeTZDtype):
-        raise DataError("timestamps are not timezone-aware", source=source, column=name,
-                        expected="datetime64[us, UTC]", fix="use the canonical loaders")
-    naive = col.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
-    return naive.to_numpy().view("int64")
-
-
-def _modal_spacing_us(ts_us: np.ndarray) -> int:
-    if len(ts_us) < 2:
-        return 3_600_000_000
-    d = np.diff(ts_us)
-    vals, counts = np.unique(d, return_counts=True)
-    return int(vals[np.argmax(counts)])
 
 
 @dataclass(frozen=True)
@@ -406,7 +383,7 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
     if missing:
         raise DataError(f"missing column(s) {missing}", source=src,
                         expected="a canonical BARS table", fix="load bars with feeds.loaders")
-    ts_us = _ts_us(df["ts"], "ts", src)
+    ts_us = to_epoch_us(df["ts"], source=src)
     if len(ts_us) > 1 and not (np.diff(ts_us) > 0).all():
         i = int(np.flatnonzero(np.diff(ts_us) <= 0)[0]) + 1
         raise DataError("bar timestamps not strictly increasing", source=src, row=i,
@@ -421,8 +398,8 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
             raise DataError(f"bad price {arr[c][i]!r}", source=src, row=i, column=c,
                             expected="a finite price > 0", fix="repair or drop the bar (dropna())")
     n = len(ts_us)
-    freq_us = (int(pd.Timedelta(bar_freq).value // 1000) if bar_freq is not None
-               else _modal_spacing_us(ts_us))
+    freq_us = (duration_us(bar_freq, name="bar_freq") if bar_freq is not None
+               else modal_spacing_us(ts_us, source=src))
     close_us = ts_us + freq_us
     open_ = arr.get("open", arr["close"])
 
@@ -439,7 +416,7 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
                 raise DataError(f"missing column {c!r}", source="liquidations", column=c,
                                 expected="a canonical LIQUIDATIONS table",
                                 fix="load events with feeds.derivs.load_liquidations")
-        ev_us = _ts_us(ev["ts"], "ts", "liquidations")
+        ev_us = to_epoch_us(ev["ts"], source="liquidations")
         side = ev["side"].astype("string").str.lower().to_numpy(dtype=object, na_value="")
         price = ev["price"].to_numpy(dtype="float64", na_value=np.nan)
         size = ev["size"].to_numpy(dtype="float64", na_value=np.nan)
@@ -472,7 +449,7 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
             raise DataError("open-interest table needs 'ts' and 'oi_btc' (or 'oi_usd')",
                             source="oi", expected="a canonical PERP_OI table",
                             fix="load it with feeds.derivs.load_open_interest")
-        o_us = _ts_us(o["ts"], "ts", "oi")
+        o_us = to_epoch_us(o["ts"], source="oi")
         order = np.argsort(o_us, kind="stable")
         o_us = o_us[order]
         btc = (o["oi_btc"].to_numpy(dtype="float64", na_value=np.nan)[order]
@@ -500,7 +477,7 @@ def _prepare(bars: Any, oi: Any, liquidations: Any, p: LiqMapParams,
     else:
         new_size = p.participation * _volume(arr, src)
         if p.volume_half_life is not None:
-            hl_us = pd.Timedelta(p.volume_half_life).value / 1000
+            hl_us = duration_us(p.volume_half_life, name="volume_half_life")
             decay = float(0.5 ** (freq_us / hl_us))
     return _Inputs(ts=df["ts"].reset_index(drop=True), open=open_, high=arr["high"],
                    low=arr["low"], close=arr["close"], eff_low=eff_low, eff_high=eff_high,
@@ -969,10 +946,10 @@ def cluster_hit_rate(
         mean_clusters`` (clusters per side and bar, over the bars with events).
     """
     ev = _frame(events)
-    ts_us = _ts_us(m.lines["ts"], "ts", "bars")
-    e_us = _ts_us(ev["ts"], "ts", "liquidations")
+    ts_us = to_epoch_us(m.lines["ts"], source="bars")
+    e_us = to_epoch_us(ev["ts"], source="liquidations")
     b = np.searchsorted(ts_us, e_us, side="right") - 1
-    freq = _modal_spacing_us(ts_us)
+    freq = modal_spacing_us(ts_us, source="bars")
     keep = (b >= max(1, burn_in)) & (e_us < ts_us[-1] + freq)
     b = b[keep]
     side = ev["side"].astype("string").str.lower().to_numpy(dtype=object)[keep]

@@ -2,15 +2,13 @@
 
 A market folder holds ``<table>.parquet`` for every table plus ``market.json``
 (scenario, seed, resolved parameters, simulation settings, row counts). It is written
-atomically: everything goes into ``<folder>.tmp-<pid>`` first, which is then renamed.
+atomically: everything goes into a hidden temporary sibling first, which is then renamed.
 No wall-clock time is stored, so the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pyarrow.parquet as pq
 
 from feeds.schema import BARS, CHAIN, FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, Schema
 from indicators.errors import ConfigError, DataError
+from plumbing.atomic import write_dir_atomic
 
 FORMAT = "gammabt.market/1"
 #: Tables every market folder has, in the order of the Market fields.
@@ -122,12 +121,8 @@ class Market:
             raise ConfigError("output folder exists and is not empty", source=str(folder),
                               expected="a new or empty folder",
                               fix="pass overwrite=True (--overwrite) or choose another folder")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        try:
+
+        def fill(tmp: Path) -> None:
             rows = {}
             for name, table in self.tables().items():
                 pq.write_table(table, tmp / f"{name}.parquet")
@@ -135,17 +130,8 @@ class Market:
             info = {"format": FORMAT, "scenario": self.scenario, "seed": self.seed,
                     "meta": self.meta, "rows": rows, "params": self.params}
             (tmp / "market.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-            if folder.exists():
-                old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-                folder.rename(old)
-                tmp.rename(folder)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return folder
+
+        return write_dir_atomic(folder, fill, overwrite=True)
 
 
 def load_market(folder: str | Path) -> Market:

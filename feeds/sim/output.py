@@ -19,15 +19,11 @@ from feeds.schema import (
 )
 from feeds.sim.calendar import expiry_name
 from feeds.sim.engine import FLOW_NAMES, Raw
+from plumbing.timeconv import from_epoch_us
 
 SOURCE = "feeds.synthetic"
 #: Chain snapshots per ``conform`` call: bounds peak memory on year-long runs.
 CHAIN_CHUNK_ROWS = 600_000
-
-
-def utc(us: np.ndarray) -> pd.Series:
-    """int64 microseconds -> tz-aware UTC pandas Series of unit us."""
-    return pd.Series(np.asarray(us, np.int64).view("datetime64[us]")).dt.tz_localize("UTC")
 
 
 def _table(df: pd.DataFrame, schema: Schema, name: str) -> pa.Table:
@@ -48,7 +44,7 @@ def build_tables(raw: Raw) -> dict[str, pa.Table]:
     g = raw.grid
     n_sub, nb = g.n_sub, g.n_bars
     bar_ts = g.start_us + g.freq_us * np.arange(nb, dtype=np.int64)
-    ts = utc(bar_ts)
+    ts = from_epoch_us(bar_ts)
     path = raw.spot_path
     opens = path[:-1:n_sub][:nb]
     closes = path[n_sub::n_sub][:nb]
@@ -79,7 +75,7 @@ def build_tables(raw: Raw) -> dict[str, pa.Table]:
                                           "oi_usd": b["perp_oi_btc"] * b["spot"]}),
                             PERP_OI, "perp_oi")
     out["funding"] = _table(pd.DataFrame({
-        "ts": utc(np.asarray(raw.funding_ts, np.int64)),
+        "ts": from_epoch_us(np.asarray(raw.funding_ts, np.int64)),
         "rate_8h": np.asarray(raw.funding_rate, np.float64),
         "interval_h": np.full(len(raw.funding_ts), 8.0)}), FUNDING, "funding")
     out["liquidations"] = _liquidations(raw)
@@ -103,8 +99,8 @@ def build_tables(raw: Raw) -> dict[str, pa.Table]:
     if raw.barriers:
         ts_, kind, K, H, exp_, size, side = (list(c) for c in zip(*raw.barriers, strict=True))
         out["barriers"] = _table(pd.DataFrame({
-            "ts": utc(np.asarray(ts_, np.int64)), "type": kind, "strike": K, "barrier": H,
-            "expiry": utc(np.asarray(exp_, np.int64)), "notional": size,
+            "ts": from_epoch_us(np.asarray(ts_, np.int64)), "type": kind, "strike": K, "barrier": H,
+            "expiry": from_epoch_us(np.asarray(exp_, np.int64)), "notional": size,
             "dealer_side": side}), BARRIERS, "barriers")
     return out
 
@@ -121,7 +117,7 @@ def _liquidations(raw: Raw) -> pa.Table:
         side = np.zeros(0, np.int8)
         price = size = np.zeros(0)
     keep = size > 0
-    df = pd.DataFrame({"ts": utc(g.start_us + step[keep] * g.step_us),
+    df = pd.DataFrame({"ts": from_epoch_us(g.start_us + step[keep] * g.step_us),
                        "side": np.where(side[keep] == 0, "long", "short"),
                        "price": price[keep], "size": size[keep]})
     return _table(df, LIQUIDATIONS, "liquidations")
@@ -135,7 +131,7 @@ def _futures(raw: Raw) -> pa.Table:
     oi = np.concatenate([f[3] for f in raw.fut])
     uniq, inv = np.unique(exp, return_inverse=True)
     names = [expiry_name(int(e)) for e in uniq]
-    df = pd.DataFrame({"ts": utc(ts), "expiry": utc(exp), "price": price,
+    df = pd.DataFrame({"ts": from_epoch_us(ts), "expiry": from_epoch_us(exp), "price": price,
                        "instrument": pd.Categorical.from_codes(inv, names)})
     table = _table(df, FUTURES, "futures")
     # extra column: open interest per future (BTC); rows are already in (ts, expiry) order
@@ -165,7 +161,7 @@ def _chain(raw: Raw) -> pa.Table:
         right[0::2] = "C"
         right[1::2] = "P"
         df = pd.DataFrame({
-            "ts": utc(ts), "expiry": utc(np.repeat(exp, 2)), "strike": np.repeat(K, 2),
+            "ts": from_epoch_us(ts), "expiry": from_epoch_us(np.repeat(exp, 2)), "strike": np.repeat(K, 2),
             "right": right, "open_interest": np.column_stack([oi_c, oi_p]).ravel(),
             "mark_iv": np.repeat(iv, 2), "underlying_price": np.repeat(F, 2),
             "multiplier": np.ones(n), "index_price": spot,

@@ -76,7 +76,7 @@ def test_canonical_funding_parquet(tmp_path: Path) -> None:
     ("date,funding_mean\n2021-07-01,1e-4\n2021-07-01,2e-4\n", "duplicate timestamp"),
     ("date,funding_mean\n2021-07-01,abc\n", "cannot parse 'abc'"),
     ("Date,FundingRate\n2023-03-15 08:00,1e-4\n", "cannot parse"),
-    ("when,rate\n1,2\n", "unrecognised funding layout"),
+    ("when,rate\n1,2\n", "unknown funding format"),
     ("ts,rate_8h\n2024-01-01 00:00,1e-4\n", "timezone-naive"),
 ])
 def test_funding_errors_name_file_row_column(tmp_path: Path, text: str, match: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 import feeds.loaders as loaders
 from feeds import cache
+from feeds.formats import dispatch
 from feeds.loaders import load_bars, load_chain
 from tests.data.loader_fixtures import bars_frame, write_binance_klines, write_optionsdx
 
@@ -48,7 +49,7 @@ def test_hit_returns_an_equal_table(cache_dir: Path, klines: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     first = load_bars(klines)
     assert len(entries(cache_dir)) == 1
-    monkeypatch.setattr(loaders, "_build_bars", no_build)
+    monkeypatch.setattr(dispatch, "_finish", no_build)
     second = load_bars(klines)
     assert second.equals(first)
     assert second.schema.field("ts").type == first.schema.field("ts").type
@@ -74,7 +75,7 @@ def test_renamed_file_hits(cache_dir: Path, klines: Path,
     first = load_bars(klines)
     moved = klines.with_name("renamed.csv")
     os.replace(klines, moved)
-    monkeypatch.setattr(loaders, "_build_bars", no_build)
+    monkeypatch.setattr(dispatch, "_finish", no_build)
     assert load_bars(moved).equals(first)
 
 
@@ -93,12 +94,46 @@ def test_options_are_part_of_the_key(cache_dir: Path, tmp_path: Path) -> None:
     assert "index_price" in with_spot.column_names
 
 
-def test_version_is_part_of_the_key(cache_dir: Path, klines: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def edited_source(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """Make the loader code look edited: ``module``'s source gains a comment."""
+    real = dispatch.module_source
+
+    def source(name: str) -> bytes:
+        return real(name) + (b"\n# edited\n" if name == module else b"")
+
+    monkeypatch.setattr(dispatch, "module_source", source)
+
+
+@pytest.mark.parametrize("module", ["feeds.formats.binance", "feeds.formats.conform",
+                                    "feeds.formats.dispatch", "feeds.formats.times",
+                                    "feeds.schema"])
+def test_changed_loader_code_misses(cache_dir: Path, klines: Path,
+                                    monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """The format's module, the dispatch, the conform step and what they import."""
     load_bars(klines)
-    monkeypatch.setattr(loaders, "LOADER_VERSION", "test-bumped")
+    edited_source(monkeypatch, module)
     load_bars(klines)
     assert len(entries(cache_dir)) == 2
+
+
+def test_another_formats_code_does_not_miss(cache_dir: Path, klines: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_bars(klines)
+    edited_source(monkeypatch, "feeds.formats.optionsdx")
+    monkeypatch.setattr(dispatch, "_finish", no_build)
+    assert load_bars(klines).equals(first)
+    assert len(entries(cache_dir)) == 1
+
+
+def test_cache_lives_where_the_environment_says(tmp_path: Path, klines: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    outside = tmp_path / "elsewhere" / "not" / "yet" / "made"
+    monkeypatch.setenv("GAMMABT_CACHE", str(outside))
+    first = load_bars(klines)
+    (entry,) = outside.glob("bars-binance_kline-*.parquet")
+    monkeypatch.setattr(dispatch, "_finish", no_build)
+    assert load_bars(klines).equals(first)
+    assert list(outside.iterdir()) == [entry]
 
 
 @pytest.mark.parametrize("garbage", [b"", b"PAR1 not really parquet", b"\x00" * 100])
@@ -149,11 +184,11 @@ def test_write_is_atomic(cache_dir: Path, klines: Path, monkeypatch: pytest.Monk
 
 
 def test_key_is_stable_and_sensitive() -> None:
-    base = cache.cache_key("ab" * 32, kind="bars", version="1", options={"a": 1, "b": "x"})
-    assert base == cache.cache_key("ab" * 32, kind="bars", version="1",
+    base = cache.cache_key("ab" * 32, kind="bars", code="1", options={"a": 1, "b": "x"})
+    assert base == cache.cache_key("ab" * 32, kind="bars", code="1",
                                    options={"b": "x", "a": 1})
-    assert base != cache.cache_key("ab" * 32, kind="bars", version="2",
+    assert base != cache.cache_key("ab" * 32, kind="bars", code="2",
                                    options={"a": 1, "b": "x"})
-    assert base != cache.cache_key("cd" * 32, kind="bars", version="1",
+    assert base != cache.cache_key("cd" * 32, kind="bars", code="1",
                                    options={"a": 1, "b": "x"})
-    assert base != cache.cache_key("ab" * 32, kind="bars", version="1", options={"a": 2})
+    assert base != cache.cache_key("ab" * 32, kind="bars", code="1", options={"a": 2})

@@ -12,10 +12,10 @@ from feeds.pit import (
     available_at_us,
     exact_indices,
     group_offsets,
-    modal_spacing,
-    to_epoch_us,
 )
 from indicators.errors import ConfigError, InputError
+from plumbing.timeconv import modal_spacing_us as modal_spacing
+from plumbing.timeconv import to_epoch_us
 
 HOUR = 3_600_000_000
 
