@@ -27,6 +27,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from gammabt.run import (
     prepare,
 )
 from strategies.base import GammaStrategy
+from strategies.rules import SingleLegRules, simple_moving_average
 
 N_BARS = int(os.environ.get("BENCH_OPT_BARS", 20_000))
 N_RANDOM = int(os.environ.get("BENCH_OPT_RANDOM", 1_000))
@@ -56,24 +59,47 @@ FLIP_GRID = ("lookback=6,12,18,24", "momentum_min=0.002,0.004,0.006,0.008")
 METRICS = ("sharpe", "total_return", "max_drawdown", "final_value", "n_trades", "n_orders")
 
 
-class SmaCross(GammaStrategy):
+@dataclass(frozen=True)
+class SmaCrossRules(SingleLegRules):
     """Long while the fast SMA of the close is above the slow one, flat otherwise."""
+
+    fast: int
+    slow: int
+
+    inputs = ("sma_fast", "sma_slow")
+
+    @property
+    def warmup(self) -> int:
+        return max(self.fast, self.slow) - 1
+
+    def indicators(self, lines: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"sma_fast": simple_moving_average(lines["close"], self.fast),
+                "sma_slow": simple_moving_average(lines["close"], self.slow)}
+
+    def decide(self, values: tuple[float, ...], direction: int, held: int | None,
+               entry_price: float | None) -> int | None:
+        fast, slow = values
+        return 1 if fast - slow > 0 else 0
+
+
+class SmaCross(GammaStrategy):
+    """:class:`SmaCrossRules` on Backtrader's SMA indicators."""
 
     params = (("fast", 10), ("slow", 50))
     param_ranges = {"fast": (1, 10_000), "slow": (2, 10_000)}
+    rules_class = SmaCrossRules
 
     def __init__(self) -> None:
         super().__init__()
-        fast = bt.ind.SMA(self.data.close, period=self.p.fast)
-        slow = bt.ind.SMA(self.data.close, period=self.p.slow)
-        self.cross = fast - slow
+        self.rules = SmaCrossRules.from_params(self.p)
+        self.fast = bt.ind.SMA(self.data.close, period=self.p.fast)
+        self.slow = bt.ind.SMA(self.data.close, period=self.p.slow)
 
     def next(self) -> None:
-        if self.pending is not None:
-            return
-        want = 1 if self.cross[0] > 0 else 0
-        if want != self.direction():
-            self.go(want)
+        target = self.rules.decide((self.fast[0], self.slow[0]), self.direction(), None,
+                                   None)
+        if target is not None:
+            self.go(target)
 
 
 def hourly_inputs(n: int, seed: int = 5) -> MarketInputs:
