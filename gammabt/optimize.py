@@ -46,6 +46,12 @@ from strategies.params import strategy_params
 from strategies.registry import check_params, get_strategy
 
 Search = Literal["grid", "random", "optuna"]
+#: ``backtrader``: every trial is a full run; ``lean``: the sweep engine
+#: (``gammabt.sweep_engine``), refused up front for a strategy or instrument it never
+#: supports; ``auto``: lean when supported, else Backtrader. A trial whose path the
+#: lean engine does not reproduce (a refusal, a liquidation) always runs Backtrader.
+Engine = Literal["auto", "backtrader", "lean"]
+ENGINES: tuple[str, ...] = ("auto", "backtrader", "lean")
 OPTUNA_BATCH = 4  # trials asked per round: fixed so results do not depend on workers
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -206,28 +212,65 @@ class Task:
     params: tuple[tuple[str, Any], ...]
     config: RunConfig
     digest: str
+    engine: Engine = "auto"
 
 
 def make_task(base: RunConfig, number: int, params: dict[str, Any],
-              input_hashes: dict[str, str]) -> Task:
+              input_hashes: dict[str, str], engine: Engine = "auto") -> Task:
     config = dataclasses.replace(base, params=tuple({**dict(base.params), **params}.items()))
     return Task(number=number, params=tuple(sorted(params.items())), config=config,
-                digest=config.digest(input_hashes))
+                digest=config.digest(input_hashes), engine=engine)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a trial row keeps: numbers (as float), booleans and None."""
+    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            for k, v in metrics.items()
+            if k not in _SKIP_METRICS and isinstance(v, (int, float, bool, type(None)))}
 
 
 def evaluate(task: Task, market: PreparedMarket) -> dict[str, Any]:
     """Run one trial and keep only what the optimizer needs: scalar metrics and the
-    daily returns (as plain lists, so results stay small across process boundaries)."""
+    daily returns (as plain lists, so results stay small across process boundaries).
+
+    The lean sweep engine runs it unless ``task.engine`` is ``backtrader`` or the
+    engine does not reproduce this run (``engine_note`` then says why); ``engine``
+    names what ran.
+    """
+    from gammabt.sweep_engine import LeanRun, replay
+
     started = time.perf_counter()
-    result = run(task.config, market)
-    metrics = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-               for k, v in result.metrics.items()
-               if k not in _SKIP_METRICS and isinstance(v, (int, float, bool, type(None)))}
+    result: Any = None
+    note = ""
+    if task.engine != "backtrader":
+        lean = replay(task.config, market)
+        if isinstance(lean, LeanRun):
+            result = lean
+        else:
+            note = lean.reason
+    engine = "lean" if result is not None else "backtrader"
+    if result is None:
+        result = run(task.config, market)
     return {"number": task.number, "digest": task.digest, "params": dict(task.params),
-            "metrics": metrics,
+            "metrics": scalar_metrics(result.metrics), "engine": engine, "engine_note": note,
             "returns_day": [int(d) for d in result.returns.index.as_unit("s").asi8 // 86_400],
             "returns": [float(x) for x in result.returns.to_numpy()],
             "elapsed_s": time.perf_counter() - started}
+
+
+def evaluate_batch(tasks: Sequence[Task], market: PreparedMarket) -> list[dict[str, Any]]:
+    """:func:`evaluate` on several tasks (one unit shipped to a worker)."""
+    return [evaluate(task, market) for task in tasks]
+
+
+def batches(tasks: Sequence[Task], workers: int, *, per_worker: int = 4,
+            largest: int = 32) -> list[list[Task]]:
+    """``tasks`` cut into consecutive batches: about ``per_worker`` batches per worker
+    (so work stays balanced) of at most ``largest`` tasks (so results flow steadily)."""
+    if not tasks:
+        return []
+    size = max(1, min(largest, math.ceil(len(tasks) / (per_worker * max(1, workers)))))
+    return [list(tasks[i:i + size]) for i in range(0, len(tasks), size)]
 
 
 # ---------------------------------------------------------------------- executors
@@ -249,15 +292,32 @@ def _pool_init(folder: str) -> None:
     _market_in_worker(folder)
 
 
-def _pool_eval(task: Task, folder: str) -> dict[str, Any]:
-    return evaluate(task, _market_in_worker(folder))
+def _pool_eval(tasks: list[Task], folder: str) -> list[dict[str, Any]]:
+    return evaluate_batch(tasks, _market_in_worker(folder))
 
 
-def _dask_eval(task: Task, blob: dict[str, bytes], key: str) -> dict[str, Any]:
-    """Dask task: unpack the shipped prepared folder once per worker, memory-map it."""
+def _dask_folder(key: str) -> str:
     import tempfile
 
-    folder = os.path.join(tempfile.gettempdir(), f"gammabt-prepared-{key[:16]}")
+    return os.path.join(tempfile.gettempdir(), f"gammabt-prepared-{key[:16]}")
+
+
+def _dask_cleanup(key: str) -> bool:
+    """Run on every Dask worker when the executor closes: forget the market and remove
+    this worker's unpacked copy of the prepared folder. True when something was removed."""
+    import shutil
+
+    folder = _dask_folder(key)
+    _WORKER_MARKETS.pop(folder, None)
+    if not os.path.exists(folder):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _dask_eval(tasks: list[Task], blob: dict[str, bytes], key: str) -> list[dict[str, Any]]:
+    """Dask task: unpack the shipped prepared folder once per worker, memory-map it."""
+    folder = _dask_folder(key)
     if folder not in _WORKER_MARKETS and not os.path.exists(os.path.join(folder, "market.json")):
         tmp = f"{folder}.tmp-{os.getpid()}"
         os.makedirs(tmp, exist_ok=True)
@@ -271,7 +331,7 @@ def _dask_eval(task: Task, blob: dict[str, bytes], key: str) -> dict[str, Any]:
 
             shutil.rmtree(tmp, ignore_errors=True)
     quiet()
-    return evaluate(task, _market_in_worker(folder))
+    return evaluate_batch(tasks, _market_in_worker(folder))
 
 
 class Executor:
@@ -301,6 +361,7 @@ class LocalPool(Executor):
         from concurrent.futures import ProcessPoolExecutor
 
         self.folder = str(folder)
+        self.workers = workers
         # fork: workers start with the parent's modules already imported (no re-import
         # per worker); they only map the prepared folder
         methods = multiprocessing.get_all_start_methods()
@@ -311,9 +372,10 @@ class LocalPool(Executor):
     def map_unordered(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         from concurrent.futures import as_completed
 
-        futures = [self.pool.submit(_pool_eval, task, self.folder) for task in tasks]
+        futures = [self.pool.submit(_pool_eval, batch, self.folder)
+                   for batch in batches(tasks, self.workers)]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -350,12 +412,16 @@ class DaskExecutor(Executor):
     def map_unordered(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         from distributed import as_completed
 
-        futures = [self.client.submit(_dask_eval, task, self.blob, self.key, pure=False)
-                   for task in tasks]
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        futures = [self.client.submit(_dask_eval, batch, self.blob, self.key, pure=False)
+                   for batch in batches(tasks, workers)]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
 
     def close(self) -> None:
+        # every worker removes its unpacked copy of the prepared folder
+        with contextlib.suppress(Exception):
+            self.client.run(_dask_cleanup, self.key)
         # heartbeats racing the shutdown log closed-stream errors that mean nothing here
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.client.close()
@@ -447,6 +513,8 @@ def _row(result: dict[str, Any], objective: str,
     row["objective"] = objective_value(metrics, objective)
     row["feasible"] = all(c.holds(metrics) for c in constraints)
     row.update({k: v for k, v in sorted(metrics.items())})
+    row["engine"] = result.get("engine", "backtrader")
+    row["engine_note"] = result.get("engine_note", "")
     row["elapsed_s"] = result["elapsed_s"]
     row["returns_day"] = result["returns_day"]
     row["returns"] = result["returns"]
@@ -466,6 +534,8 @@ class OptimizeSpec:
     objective: str = "sharpe"
     constraints: tuple[Constraint, ...] = ()
     seed: int = 0
+    # where trials run, not what they are: left out of the identity (same rows either way)
+    engine: Engine = "auto"
 
     def identity(self) -> dict[str, Any]:
         return {"strategy": self.base.strategy, "search": self.search,
@@ -515,6 +585,7 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
         tmp = manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(identity, indent=2, default=str) + "\n")
         os.replace(tmp, manifest)
+    check_engine(spec.engine, spec.base, market)
     store = TrialStore(folder)
     hashes = _trial_hashes(market, spec.base.strategy)
     last_flush = time.monotonic()
@@ -543,7 +614,7 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
             points = (random_point(spec.dims, spec.seed, i) for i in range(100 * wanted))
         tasks, seen = [], set()
         for number, point in enumerate(points):
-            task = make_task(spec.base, number, point, hashes)
+            task = make_task(spec.base, number, point, hashes, spec.engine)
             if task.digest in seen:  # the same configuration drawn twice: run it once
                 continue
             seen.add(task.digest)
@@ -559,6 +630,23 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
     trials = store.frame()
     return OptimizeResult(folder=folder, trials=trials, best=best_trial(trials),
                           repaired=store.repaired)
+
+
+def check_engine(engine: str, config: RunConfig, market: PreparedMarket) -> None:
+    """Refuse an unknown engine, and ``lean`` for a run the lean engine never supports."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}", column="engine",
+                          expected=f"one of {list(ENGINES)}", fix="e.g. --engine auto")
+    if engine == "lean":
+        from gammabt.sweep_engine import static_check
+
+        why = static_check(config, market)
+        if why is not None:
+            raise ConfigError(f"the lean engine cannot run this sweep: {why.reason}",
+                              column="engine", expected="a single-leg spot strategy with "
+                              "declared rules (rules_class)",
+                              fix="use --engine auto (falls back to Backtrader) or "
+                                  "--engine backtrader")
 
 
 def _best_value(rows: list[dict[str, Any]]) -> float:
@@ -605,7 +693,8 @@ def _optuna_loop(spec: OptimizeSpec, folder: Path, store: TrialStore,
         if pending:
             for frozen in pending:
                 trial = optuna.trial.Trial(study, frozen._trial_id)
-                task = make_task(spec.base, frozen.number, dict(frozen.params), hashes)
+                task = make_task(spec.base, frozen.number, dict(frozen.params), hashes,
+                                 spec.engine)
                 asked.append((trial, task))
             pending = []
         else:
@@ -621,7 +710,8 @@ def _optuna_loop(spec: OptimizeSpec, folder: Path, store: TrialStore,
                             if d.integer else trial.suggest_float(d.name, d.low, d.high)
                     else:
                         point[d.name] = trial.suggest_categorical(d.name, list(d.values))
-                asked.append((trial, make_task(spec.base, trial.number, point, hashes)))
+                asked.append((trial, make_task(spec.base, trial.number, point, hashes,
+                                                spec.engine)))
         todo = [task for _, task in asked if task.digest not in by_digest]
         rows = record(executor.map_unordered(todo), total)
         for row in rows:
@@ -739,7 +829,7 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
         params = {c[6:]: _plain(best[c]) for c in best.index if c.startswith("param.")}
         test_base = dataclasses.replace(spec.base, start=test_start.isoformat(),
                                         end=test_end.isoformat())
-        task = make_task(test_base, k, params, hashes)
+        task = make_task(test_base, k, params, hashes, spec.engine)
         [out] = list(executor.map_unordered([task]))
         pieces.append(pd.Series(out["returns"], index=pd.to_datetime(
             np.asarray(out["returns_day"], dtype=np.int64), unit="D", utc=True)))
