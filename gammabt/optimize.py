@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from gammabt.config import RunConfig
 from gammabt.run import PreparedMarket, run
-from indicators.errors import ConfigError
+from indicators.errors import ConfigError, GammabtError
 from strategies.params import strategy_params
 from strategies.registry import check_params, get_strategy
 
@@ -793,9 +793,13 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
 
     Each fold is an ordinary (resumable) optimization in ``folder/fold-<k>``; the
     analytics come from the market prepared on the full history, so every window is
-    point in time. Returns the per-fold table and the stitched out-of-sample daily
-    returns.
+    point in time. Each fold's in-sample search is judged too: its winner's deflated
+    Sharpe ratio (``is_dsr``) and the search's probability of backtest overfitting
+    (``is_pbo``; ``fold-<k>/stats.json`` has the details). Returns the per-fold table
+    and the stitched out-of-sample daily returns.
     """
+    from gammabt.optreport import winner_stats
+
     spot = market.legs[0][1]
     first = pd.Timestamp(int(spot.open_us[0]), unit="us", tz="UTC")
     end = pd.Timestamp(int(spot.open_us[-1]) + spot.bar_freq_us, unit="us", tz="UTC")
@@ -821,6 +825,13 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
                                "test_start": f"{test_start:%Y-%m-%d}",
                                "test_end": f"{test_end:%Y-%m-%d}"}
         best = result.best
+        # how much the in-sample search itself can be trusted
+        stats = winner_stats(returns_matrix(result.trials) if len(result.trials)
+                             else pd.DataFrame(), None if best is None else int(best["trial"]))
+        (folder / f"fold-{k}" / "stats.json").write_text(
+            json.dumps(stats.as_dict(), indent=2, default=str) + "\n")
+        row["is_dsr"] = stats.dsr.dsr if stats.dsr is not None else math.nan
+        row["is_pbo"] = stats.pbo.pbo if stats.pbo is not None else math.nan
         if best is None:
             row.update({"params": "none feasible", "is_objective": math.nan,
                         "oos_objective": math.nan})
@@ -852,6 +863,76 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+# --------------------------------------------------------- engine cross-check
+
+class EngineMismatch(GammabtError):
+    """A Backtrader re-run disagrees with the trial row the lean engine produced."""
+
+
+#: relative tolerance of :func:`cross_check` (the engines agree bit for bit when right)
+CHECK_RTOL = 1e-9
+
+
+def cross_check(row: pd.Series, metrics: dict[str, Any], params: dict[str, Any]) -> float:
+    """Compare a trial row with the metrics of its full Backtrader re-run.
+
+    Every scalar metric must be equal, both missing (None or NaN), or within
+    :data:`CHECK_RTOL` relative. Returns the largest relative difference.
+
+    Raises
+    ------
+    EngineMismatch
+        A metric differs; the message names the configuration and the metric.
+    """
+    worst = 0.0
+    for key, want in scalar_metrics(metrics).items():
+        if key not in row.index:
+            continue
+        got = _plain(row[key])
+        if _missing(got) and _missing(want):
+            continue
+        if _missing(got) or _missing(want):
+            diff = math.inf
+        elif isinstance(want, bool) or isinstance(got, bool):
+            diff = 0.0 if bool(got) == bool(want) else math.inf
+        else:
+            a, b = float(got), float(want)
+            diff = 0.0 if a == b else abs(a - b) / max(abs(a), abs(b))
+        if diff > CHECK_RTOL:
+            raise EngineMismatch(
+                f"trial {int(row['trial'])} {json.dumps(params, sort_keys=True)} (digest "
+                f"{row['digest'][:12]}, engine {row.get('engine', 'backtrader')}): {key} = "
+                f"{got!r} in the trials but {want!r} in the Backtrader re-run; rerun the "
+                "sweep with --engine backtrader and report the configuration")
+        worst = max(worst, diff)
+    return worst
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def engine_note(trials: pd.DataFrame) -> str:
+    """Which engine ran how many trials, and the commonest reason for a fallback."""
+    counts = trials["engine"].fillna("backtrader").value_counts()
+    text = "trials by engine: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    notes = trials.get("engine_note", pd.Series(dtype=str)).fillna("")
+    fallbacks = notes[notes != ""].value_counts()
+    if len(fallbacks):
+        text += (f"; Backtrader ran {int(fallbacks.sum())} trial(s) the lean engine does not "
+                 f"reproduce (e.g. {fallbacks.index[0]})")
+    return text
+
+
+def cross_check_note(checked: Sequence[tuple[pd.Series, float]]) -> str:
+    """One line saying what the re-runs of the top trials confirmed."""
+    lean = sum(1 for row, _ in checked if row.get("engine") == "lean")
+    worst = max(diff for _, diff in checked)
+    return (f"engine cross-check: the top {len(checked)} trial(s) ({lean} from the lean "
+            f"engine) re-run on Backtrader give the same metrics (largest relative "
+            f"difference {worst:.3g})")
 
 
 # ------------------------------------------------------------- command-line driver
@@ -891,12 +972,13 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
                      walk: str | None = None, seed: int = 0, name: str | None = None,
                      results_dir: Path = Path("results"),
                      prepared_dir: str | Path | None = None, console: Any = None,
-                     progress: bool = True, top: int = 3) -> Path:
+                     progress: bool = True, top: int = 3, engine: Engine = "auto") -> Path:
     """Everything ``gammabt optimize`` does; returns the optimization folder.
 
-    The ``top`` best feasible trials are re-run as normal run folders (labels
-    ``<opt>-best``, ``<opt>-top2`` ...) and, when there are two or more, compared on
-    ``compare.html`` in the optimization folder.
+    The ``top`` best feasible trials are re-run as normal (Backtrader) run folders
+    (labels ``<opt>-best``, ``<opt>-top2`` ...), checked against their trial rows
+    (:func:`cross_check`: a mismatch raises :class:`EngineMismatch`) and, when there
+    are two or more, compared on ``compare.html`` in the optimization folder.
     """
     from rich.console import Console
     from rich.progress import (
@@ -926,7 +1008,8 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
     wf = parse_walk_forward(walk) if walk else None
     spec = OptimizeSpec(base=config, dims=dims, search=search,
                         n_trials=n_optuna or n_random, objective=objective,
-                        constraints=tuple(parse_constraint(c) for c in constraints), seed=seed)
+                        constraints=tuple(parse_constraint(c) for c in constraints), seed=seed,
+                        engine=engine)
     if search == "grid":
         grid_points(dims)  # refuses continuous ranges before anything runs
     results_dir = Path(results_dir)
@@ -967,7 +1050,9 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
         best = best_trial(trials)
         matrix = returns_matrix(trials) if len(trials) else pd.DataFrame()
         stats = winner_stats(matrix, None if best is None else int(best["trial"]))
-        folders = []
+        if len(trials) and "engine" in trials.columns:
+            stats = dataclasses.replace(stats, notes=(*stats.notes, engine_note(trials)))
+        folders, checked = [], []
         for rank, (_, row) in enumerate(top_trials(trials, top).iterrows(), start=1):
             params = {c[6:]: _plain(row[c]) for c in row.index if c.startswith("param.")}
             label = f"{folder.name}-best" if rank == 1 else f"{folder.name}-top{rank}"
@@ -975,7 +1060,17 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
                 config, params=tuple({**dict(config.params), **params}.items()), label=label)
             # a resumed optimization with the same ranking keeps the folders it wrote
             done = sorted(results_dir.glob(f"*-{label}-{row['digest'][:8]}"))
-            folders.append(done[-1] if done else write_run(run(ranked, market), results_dir))
+            if done:
+                rerun = json.loads((done[-1] / "metrics.json").read_text())
+                folders.append(done[-1])
+            else:
+                result = run(ranked, market)
+                rerun = result.metrics
+                folders.append(write_run(result, results_dir))
+            checked.append((row, cross_check(row, rerun, params)))
+        if checked:
+            check_note = cross_check_note(checked)
+            stats = dataclasses.replace(stats, notes=(*stats.notes, check_note))
         if folders:
             best_folder = folders[0]
         if len(folders) >= 2:
@@ -992,6 +1087,12 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
 
         notes = ["walk forward: each fold's winner is judged on the test window that "
                  "follows its training window"]
+        for fold in folds_table.itertuples(index=False):
+            notes.append(f"fold {fold.fold} in-sample search ({fold.train_start} to "
+                         f"{fold.test_start}): deflated Sharpe ratio of the winner "
+                         f"{fold.is_dsr:.4f}, probability of backtest overfitting "
+                         f"{fold.is_pbo:.3f} (fold-{fold.fold}/stats.json)")
+            console.print(notes[-1])
         if len(stitched):
             oos = compute_metrics(stitched, None, periods_per_year=365)
             sharpe = float(oos.get("sharpe") or math.nan)
