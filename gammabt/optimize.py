@@ -4,7 +4,8 @@ One optimization lives in ``<results>/opt-<id>/``:
 
 - ``trials.parquet``: one row per finished configuration (``trial``, ``digest``,
   ``param.<name>`` columns, every scalar metric, ``objective``, ``feasible``,
-  ``elapsed_s`` and the trial's daily returns as a list column). Rewritten atomically
+  ``engine`` and ``engine_note``, ``elapsed_s`` and the trial's daily returns as a list
+  column). Rewritten atomically
   (temporary file + ``os.replace``) in batches as trials finish; the previous good
   state is kept as ``trials.prev.parquet`` so a torn file is repaired on resume.
 - ``study.db``: the Optuna study (SQLite), so an Optuna search resumes too.
@@ -13,6 +14,13 @@ One optimization lives in ``<results>/opt-<id>/``:
 Every trial is identified by the digest of its full run configuration (parameters,
 window, costs) and the inputs' content hashes, so a resumed search skips what is done
 and a run with any executor or worker count produces the same rows.
+
+Trials of single-leg spot strategies run on the lean sweep engine
+(:mod:`gammabt.sweep_engine`), which reproduces the Backtrader run bit for bit and
+hands back to Backtrader any run it does not reproduce (``engine`` says which ran, and
+``engine_note`` why Backtrader did). The best configurations are always re-run on
+Backtrader and checked against their trial rows (:func:`cross_check`). Workers get
+trials in batches (:func:`batches`), so dispatch stays small next to ~0.1 s trials.
 """
 
 from __future__ import annotations

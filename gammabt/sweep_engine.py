@@ -42,6 +42,7 @@ from gammabt.config import RunConfig
 from gammabt.report import account_metrics, compute_metrics
 from gammabt.run import (
     PreparedMarket,
+    _check_market,
     buy_and_hold_returns,
     coverage_problems,
     daily_returns,
@@ -130,6 +131,7 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
         return why
     rules = rules_for(config)
     assert isinstance(rules, SingleLegRules)
+    _check_market(config, market)  # as build_legs: the settings the market was built with
     spot = market.legs[0][1]
     lo, hi = window_bounds(pd.to_datetime(spot.open_us, unit="us", utc=True), config)
     coverage = input_coverage(market, config, lo, hi)

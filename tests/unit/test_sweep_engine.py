@@ -251,3 +251,16 @@ class LongerFlip(GammaFlip):
     def next(self) -> None:
         if len(self) > 50:
             super().next()
+
+
+def test_refuses_what_run_refuses(market) -> None:
+    from indicators.errors import ConfigError, DataError
+
+    other = RunConfig(strategy="gamma_flip", bars="unused.csv", zscore_window=10)
+    with pytest.raises(ConfigError, match="zscore_window"):
+        run(other, market)
+    with pytest.raises(ConfigError, match="zscore_window"):
+        se.replay(other, market)
+    empty = RunConfig(strategy="gamma_flip", bars="unused.csv", start="2030-01-01")
+    with pytest.raises(DataError, match="fewer than two bars"):
+        se.replay(empty, market)
