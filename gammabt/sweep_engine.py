@@ -10,23 +10,27 @@ the same order, as :class:`gammabt.broker.AccountBroker` on Backtrader's
 through the same metric code as :func:`gammabt.run.run`, so a supported run gives
 the same metrics to the last bit (``tests/unit/test_sweep_engine.py``).
 
-What it replays (the run's ``instrument`` is spot):
+What it replays (the run's ``instrument`` is spot or the perpetual; other legs of the
+market may be present, untraded):
 
 - market orders placed at a bar's close, checked by the broker's rules at the next
   bar and filled at the next fresh bar's open, with the configured slippage capped at
   the bar's high (buys) or low (sells);
 - sizes from :class:`strategies.sizing.PercentOfEquity` (value at order time / close);
-- taker fees per the spot terms; short sales refused without borrowing (counted as
-  rejected orders, as the broker does) and charged the borrow APR per bar with it;
+- taker fees per the instrument's terms; spot: short sales refused without borrowing
+  (counted as rejected orders, as the broker does) and charged the borrow APR per bar
+  with it; perpetual: fills on the broker's lifted cash, realized PnL on close,
+  unrealized PnL in the value, funding at the funding stamps;
 - the order and trade tables the analyzers record, the per-bar equity, ledger and
   positions, and from them every metric a run reports.
 
 What it refuses (:class:`Unsupported`, so the caller runs Backtrader instead; never
 an approximation): strategies without declared rules (``rules_class`` on the class
-itself), another traded instrument than spot (perpetual funding, futures, several
-legs), sub-second bar stamps, missing prices in the window, and any run whose path
-comes near an order refused for cash or margin, a fill Backtrader would refuse for
-cash, or an own liquidation of a short.
+itself, so a subclass overriding ``next`` is never assumed away), dated futures and
+the front series as the traded instrument, multi-leg strategies (they declare no
+rules), sub-second bar stamps, missing prices or funding rates in the window, and
+any run whose path comes near an order refused for cash or margin, a fill Backtrader
+would refuse for cash, or an own liquidation.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ from gammabt.run import (
 )
 from strategies.registry import get_strategy, strategy_source_sha256
 from strategies.rules import SingleLegRules, go_order
+
+#: leg kinds the replay trades
+TRADED = ("spot", "perp")
 
 #: relative distance to a refusal or liquidation boundary under which the replay
 #: gives up (the broker's own arithmetic decides there, not ours)
@@ -102,11 +109,10 @@ def static_check(config: RunConfig, market: PreparedMarket) -> Unsupported | Non
     if isinstance(rules, Unsupported):
         return rules
     legs = {leg.name: (leg, arrays) for leg, arrays in market.legs}
-    if config.instrument not in legs or legs[config.instrument][0].kind != "spot":
+    if config.instrument not in legs or legs[config.instrument][0].kind not in TRADED:
         return Unsupported(f"instrument {config.instrument!r}: the lean engine trades spot "
-                           "only (no margin, funding or expiry of derivatives)")
-    if market.legs[0][0].name != config.instrument:
-        return Unsupported("the traded leg is not the market's first leg")
+                           "or the perpetual (dated futures expire, the front series is "
+                           "not tradable)")
     arrays = legs[config.instrument][1]
     if arrays.bar_freq_us % 1_000_000 or np.any(arrays.close_us % 1_000_000):
         return Unsupported("bar stamps below a second (Backtrader's date numbers round them)")
@@ -136,11 +142,15 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
     lo, hi = window_bounds(pd.to_datetime(spot.open_us, unit="us", utc=True), config)
     coverage = input_coverage(market, config, lo, hi)
     warnings_ = coverage_problems(coverage, config)
-    lines = {name: values[lo:hi] for name, values in spot.lines.items()}
+    [(leg, traded)] = [(g, a) for g, a in market.legs if g.name == config.instrument]
+    lines = {name: values[lo:hi] for name, values in traded.lines.items()}
     prices = np.stack([lines[k] for k in ("open", "high", "low", "close")])
     if not np.isfinite(prices).all():
-        return Unsupported("a price is missing in the window")
-    book = _replay(config, rules, lines, spot.close_us[lo:hi], spot.bar_freq_us)
+        return Unsupported(f"a {leg.name} price is missing in the window")
+    if leg.kind == "perp" and not np.isfinite(lines.get("funding_rate", 0.0)).all():
+        return Unsupported("a funding rate is missing in the window")
+    book = _replay(config, rules, lines, traded.close_us[lo:hi], spot.bar_freq_us,
+                   derivative=leg.kind != "spot")
     if isinstance(book, Unsupported):
         return book
     equity, orders, trades, ledger, positions, refusals = book
@@ -151,8 +161,8 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
                                               trades=trades, orders=orders)
     metrics["final_value"] = float(equity["value"].iloc[-1]) if len(equity) else config.cash
     metrics["n_bars"] = len(equity)
-    metrics.update(account_metrics(ledger, positions, equity,
-                                   spot_instruments=(config.instrument,)))
+    metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
+        g.name for g, _ in market.legs if g.kind == "spot")))
     metrics["refusals"] = dict(sorted(refusals.items()))
     metrics["coverage"] = coverage
     if not metrics.get("n_orders"):
@@ -166,13 +176,16 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
 
 
 def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarray],
-            close_us: np.ndarray, bar_freq_us: int) -> tuple | Unsupported:
+            close_us: np.ndarray, bar_freq_us: int, *, derivative: bool,
+            ) -> tuple | Unsupported:
     """The bar loop. Every float operation mirrors Backtrader's ``BackBroker`` with
     :class:`gammabt.broker.LegCommission` (stock-like, ``shortcash``, leverage 1) and
     :class:`gammabt.broker.AccountBroker`, in the same order, so the results are
-    bit-identical; comments name the Backtrader step each block stands for."""
+    bit-identical; comments name the Backtrader step each block stands for.
+    ``derivative``: the traded leg is the linear perpetual (no cash to open, realized
+    PnL on close, unrealized PnL in the value, funding, margin for longs too)."""
     n = len(close_us)
-    terms = config.resolved_terms()["spot"]
+    terms = config.resolved_terms()["perp" if derivative else "spot"]
     rate = terms.taker_bps / 1e4
     slip = config.slippage_bps / 1e4 if config.slippage_bps > 0 else 0.0
     borrow_apr = terms.borrow_apr
@@ -180,6 +193,8 @@ def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarra
     percent = config.percent
     open_, high, low, close = (lines[k].tolist() for k in ("open", "high", "low", "close"))
     fresh = lines["fresh"].tolist() if "fresh" in lines else [1.0] * n
+    funding = lines["funding_rate"].tolist() if derivative and "funding_rate" in lines \
+        else [0.0] * n
     columns = {**lines, **rules.indicators(lines)}
     inputs = [columns[name].tolist() for name in rules.inputs]
     rows = zip(*inputs, strict=True) if inputs else iter([()] * n)
@@ -212,7 +227,7 @@ def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarra
             side, qty, created_k, created_price, accepted = pending
             if not accepted:
                 reason = _refusal(side, qty, size, cash, value, created_price, rate,
-                                  terms.leverage, config.borrow)
+                                  terms.leverage, config.borrow, derivative)
                 if reason == "unsupported":
                     return Unsupported("an order comes near a cash or margin refusal")
                 if reason is not None:
@@ -237,11 +252,18 @@ def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarra
                 cash0 = cash
                 signed = qty if side == "buy" else -qty
                 comm = abs(signed) * price * rate
+                # AccountBroker: a derivative fills on temporarily lifted cash
+                lift = max(0.0, comm - cash) + 1.0 if derivative else 0.0
+                cash += lift
                 if size == 0:  # opens (from flat)
-                    cash -= signed * price  # shortcash: a short sale credits its proceeds
+                    if not derivative:  # shortcash: a short sale credits its proceeds
+                        cash -= signed * price
                     cash -= comm
-                    if cash < SAFETY * abs(cash0):
+                    # Backtrader refuses a fill that leaves cash below 0 (a lifted
+                    # derivative fill never does)
+                    if not derivative and cash < SAFETY * abs(cash0):
                         return Unsupported("a fill comes near Backtrader's cash refusal")
+                    cash -= lift
                     size, pos_price = signed, price
                     trade_price = (0.0 + signed * price) / signed
                     trade_comm = 0.0 + comm
@@ -250,8 +272,9 @@ def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarra
                 else:  # closes the whole position (go() never adds or reverses at once)
                     held_size = size
                     pnl = held_size * (price - pos_price)
-                    cash += held_size * pos_price + pnl
+                    cash += (0.0 if derivative else held_size * pos_price) + pnl
                     cash -= comm
+                    cash -= lift
                     trade_comm += comm
                     trade_pnl = 0.0 + held_size * (price - trade_price)
                     trade_rows.append((trade_open_k, k, "long" if held_size > 0 else "short",
@@ -263,19 +286,31 @@ def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarra
                 if comm:
                     ledger_rows.append((k, "fee", signed, price, -comm))
                 pending = None
-        # -- AccountBroker: own liquidation (short spot only), then borrow
-        if size < 0:
-            worst = high[k]
-            equity_worst = cash + size * worst
+        # -- AccountBroker: own liquidation (margin positions), then funding or borrow
+        if size < 0 or (derivative and size > 0):
+            worst = high[k] if size < 0 else low[k]
+            equity_worst = cash + size * (worst - (pos_price if derivative else 0.0))
             maintenance = terms.mmr * abs(size) * worst
             if equity_worst < maintenance + SAFETY * abs(maintenance) + SAFETY * abs(cash):
-                return Unsupported("a short comes near its own liquidation")
+                return Unsupported("a position comes near its own liquidation")
+        if derivative:
+            funding_rate = funding[k]
+            if size and funding_rate:
+                amount = -size * close[k] * funding_rate
+                cash += amount
+                ledger_rows.append((k, "funding", size, close[k], amount))
+        elif size < 0:
             if borrow_apr:
                 amount = size * close[k] * borrow_apr * bar_years
                 cash += amount
                 ledger_rows.append((k, "borrow", size, close[k], amount))
-        # -- BackBroker._get_value (LegCommission, leverage 1, shortcash)
-        if size > 0:
+        # -- BackBroker._get_value (LegCommission, leverage 1, shortcash); AccountBroker
+        # adds a derivative's unrealized PnL (Backtrader values it at 0)
+        if derivative:
+            value = cash + 0.0
+            if size:
+                value += size * (close[k] - pos_price)
+        elif size > 0:
             dvalue = size * close[k]
             unrealized = size * (close[k] - pos_price)
             value = cash + ((0.0 + (dvalue - unrealized) / 1.0) + unrealized)
@@ -309,28 +344,29 @@ def _replay(config: RunConfig, rules: SingleLegRules, lines: dict[str, np.ndarra
             pos_k.append(k)
             pos_entry.append(pos_price)
     return _tables(config, close_us, close, values, cashes, sizes, pos_k, pos_entry,
-                   order_rows, trade_rows, ledger_rows, refusals, terms.leverage)
+                   order_rows, trade_rows, ledger_rows, refusals, terms.leverage,
+                   derivative)
 
 
 def _refusal(side: str, qty: float, s0: float, cash: float, value: float, price: float,
-             rate: float, leverage: float, borrow: bool) -> str | None:
-    """AccountBroker._refusal for one spot order: None (accepted), the reason of a
-    rejection the replay reproduces, or ``unsupported`` near a cash/margin refusal."""
+             rate: float, leverage: float, borrow: bool, derivative: bool) -> str | None:
+    """AccountBroker._refusal for one order: None (accepted), the reason of a rejection
+    the replay reproduces, or ``unsupported`` near a cash/margin refusal."""
     if not math.isfinite(price) or price <= 0:
         return "no_price"
     signed = qty if side == "buy" else -qty
     s1 = s0 + signed
-    if s1 < -1e-12 and not borrow:
+    if not derivative and s1 < -1e-12 and not borrow:
         return "short_without_borrow"
     if abs(s1) <= abs(s0) and s0 * s1 >= 0:
         return None
     fee = abs(signed) * price * rate
     cost = fee
-    if s1 > 0:
+    if not derivative and s1 > 0:
         cost += (s1 - max(s0, 0.0)) * price
         if cost > cash * (1 - SAFETY):
             return "unsupported"
-    margin = abs(s1) * price / leverage if s1 < 0 else 0.0
+    margin = abs(s1) * price / leverage if derivative or s1 < 0 else 0.0
     if margin > (value - fee) * (1 - SAFETY):
         return "unsupported"
     return None
@@ -339,7 +375,8 @@ def _refusal(side: str, qty: float, s0: float, cash: float, value: float, price:
 def _tables(config: RunConfig, close_us: np.ndarray, close: list[float], values: list[float],
             cashes: list[float], sizes: list[float], pos_k: list[int],
             pos_entry: list[float], order_rows: list[tuple], trade_rows: list[tuple],
-            ledger_rows: list[tuple], refusals: dict[str, int], leverage: float) -> tuple:
+            ledger_rows: list[tuple], refusals: dict[str, int], leverage: float,
+            derivative: bool) -> tuple:
     """The analyzers' and the ledger's tables, with the columns and dtypes a run has."""
     name = config.instrument
     ts = pd.to_datetime(close_us, unit="us", utc=True).as_unit("us")
@@ -349,7 +386,7 @@ def _tables(config: RunConfig, close_us: np.ndarray, close: list[float], values:
     idx = np.asarray(pos_k, dtype=np.int64)
     qty = np.asarray(sizes)[idx]
     mark = closes[idx]
-    margin = np.where(qty < 0, np.abs(qty) * mark / leverage, 0.0)
+    margin = np.where((qty < 0) | derivative, np.abs(qty) * mark / leverage, 0.0)
     positions = pd.DataFrame({"ts": ts[idx], "instrument": name, "qty": qty, "mark": mark,
                               "notional": qty * mark,
                               "unrealized_usd": qty * (mark - np.asarray(pos_entry)),

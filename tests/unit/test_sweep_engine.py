@@ -133,17 +133,57 @@ def test_sma_cross_equals_backtrader_on_random_markets(seed, fast, slow, slippag
     assert_same(config, market)
 
 
-def test_on_a_simulated_market_with_other_legs(tmp_path) -> None:
-    """Perpetual and futures legs beside the traded spot leg change nothing."""
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> str:
+    """A simulated market: spot, a perpetual with funding, dated futures, front."""
+    from feeds.synthetic import simulate
+
+    folder = tmp_path_factory.mktemp("sim") / "m"
+    with contextlib.redirect_stdout(io.StringIO()):
+        simulate("calm", days=12, seed=3).write(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("instrument", ["spot", "perp"])
+@pytest.mark.parametrize("params", [
+    (("momentum_min", 0.002), ("fade_long_gamma", True)),
+    (("momentum_min", 0.001), ("stop_loss", 0.002), ("max_hold", 5)),
+])
+def test_on_a_simulated_market_with_other_legs(simulated, instrument, params) -> None:
+    """Spot beside a perpetual and futures, or the perpetual itself (fills on lifted
+    cash, realized PnL on close, funding, margin on longs too)."""
+    config = RunConfig(strategy="gamma_flip", market=simulated, borrow=True,
+                       instrument=instrument, params=params)
+    market = prepare(config)
+    assert len(market.legs) > 2
+    ref, _ = assert_same(config, market)
+    assert ref.metrics["n_trades"] > 0
+    if instrument == "perp":
+        assert ref.metrics["funding_paid_usd"] > 0 and ref.metrics["funding_received_usd"] > 0
+        assert ref.metrics["max_margin_usage"] > 0
+
+
+def test_perp_liquidation_and_margin_refusals_fall_back(simulated, tmp_path) -> None:
     from feeds.synthetic import simulate
 
     with contextlib.redirect_stdout(io.StringIO()):
-        simulate("calm", days=12, seed=3).write(tmp_path / "m")
-    config = RunConfig(strategy="gamma_flip", market=str(tmp_path / "m"), borrow=True,
-                       params=(("momentum_min", 0.002), ("fade_long_gamma", True)))
+        simulate("basis_unwind", days=6, seed=3).write(tmp_path / "crash")
+    # 9x long with a 9% maintenance rate through a crash: liquidated
+    levered = (("perp", (("mmr", 0.09),)),)
+    config = RunConfig(strategy="buy_and_hold", market=str(tmp_path / "crash"),
+                       instrument="perp", percent=900.0, terms=levered)
     market = prepare(config)
-    assert len(market.legs) > 1
-    assert_same(config, market)
+    lean = se.replay(config, market)
+    assert isinstance(lean, se.Unsupported) and "liquidation" in lean.reason
+    assert run(config, market).metrics["n_liquidations"] >= 1
+    # 9x in a calm market: no liquidation, replayed exactly
+    calm = dataclasses.replace(config, market=simulated, strategy="gamma_flip",
+                               params=(("momentum_min", 0.002),))
+    calm_market = prepare(calm)
+    assert_same(calm, calm_market)
+    refused = dataclasses.replace(calm, percent=1000.0)  # margin + fee > equity
+    assert isinstance(se.replay(refused, calm_market), se.Unsupported)
+    assert run(refused, calm_market).metrics["n_rejected_margin"] > 0
 
 
 # ----------------------------------------------------------------- the indicators
