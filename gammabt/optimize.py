@@ -15,7 +15,7 @@ Every trial is identified by the digest of its full run configuration (parameter
 window, costs) and the inputs' content hashes, so a resumed search skips what is done
 and a run with any executor or worker count produces the same rows.
 
-Trials of single-leg spot strategies run on the lean sweep engine
+Trials of single-leg strategies (spot or perpetual) run on the lean sweep engine
 (:mod:`gammabt.sweep_engine`), which reproduces the Backtrader run bit for bit and
 hands back to Backtrader any run it does not reproduce (``engine`` says which ran, and
 ``engine_note`` why Backtrader did). The best configurations are always re-run on
@@ -651,8 +651,8 @@ def check_engine(engine: str, config: RunConfig, market: PreparedMarket) -> None
         why = static_check(config, market)
         if why is not None:
             raise ConfigError(f"the lean engine cannot run this sweep: {why.reason}",
-                              column="engine", expected="a single-leg spot strategy with "
-                              "declared rules (rules_class)",
+                              column="engine", expected="a single-leg strategy with declared "
+                              "rules (rules_class) trading spot or the perpetual",
                               fix="use --engine auto (falls back to Backtrader) or "
                                   "--engine backtrader")
 

@@ -1,4 +1,4 @@
-"""A lean replay of single-leg spot runs, for parameter sweeps.
+"""A lean replay of single-leg spot and perpetual runs, for parameter sweeps.
 
 A Backtrader run spends almost all its time in per-bar machinery (line buffers,
 analyzers, the broker's value loop). A sweep of a single-leg strategy needs none of
