@@ -133,6 +133,24 @@ def test_sma_cross_equals_backtrader_on_random_markets(seed, fast, slow, slippag
     assert_same(config, market)
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), lookback=st.integers(1, 30),
+       momentum_min=st.floats(0.0, 0.02), fade=st.booleans(), allow_short=st.booleans(),
+       stop_loss=st.floats(0.001, 0.05), max_hold=st.integers(1, 60), borrow=st.booleans(),
+       commission=st.sampled_from([0.0, 5.0, 25.0]),
+       slippage=st.sampled_from([0.0, 2.0, 40.0]))
+def test_gamma_flip_equals_backtrader_on_random_markets(seed, lookback, momentum_min, fade,
+                                                         allow_short, stop_loss, max_hold,
+                                                         borrow, commission, slippage) -> None:
+    market = switching_market(n=400, seed=seed, vol=0.015)
+    params = (("lookback", lookback), ("momentum_min", momentum_min),
+              ("fade_long_gamma", fade), ("allow_short", allow_short),
+              ("stop_loss", stop_loss), ("max_hold", max_hold))
+    config = RunConfig(strategy="gamma_flip", bars="unused.csv", borrow=borrow,
+                       commission_bps=commission, slippage_bps=slippage, params=params)
+    assert_same(config, market)
+
+
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> str:
     """A simulated market: spot, a perpetual with funding, dated futures, front."""
