@@ -1,4 +1,4 @@
-"""Optimization benchmark: a 16-config grid on a prepared market vs ``cerebro.optstrategy``.
+"""Optimization benchmark: 16-config grids on a prepared market vs ``cerebro.optstrategy``.
 
 Setup (seeded, in one process): 20,000 hourly bars with a gamma snapshot per bar
 (the feed carries the gamma, liquidation and basis lines), prepared once and written
@@ -7,11 +7,14 @@ as a memory-mapped folder.
 1. A 4 x 4 SMA-crossover grid (``SmaCross`` below) and a 4 x 4 ``gamma_flip`` grid:
    Backtrader's ``cerebro.optstrategy(maxcpus=2)`` on the same Cerebro (same feeds,
    broker, sizer, analyzers; metrics computed by the same code as a run) vs
-   ``gammabt.optimize`` with a local pool of 2 workers. Throughput ratio and the
-   largest metric difference per config (must be 0).
-2. 1 -> 2 local workers speed-up; Dask ``LocalCluster`` (2 processes) vs the pool.
-3. Dispatch plus setup per trial: wall time x workers / trials minus the mean backtest
-   time measured inside the workers, as a share of that backtest time.
+   ``gammabt.optimize`` with a local pool of 2 workers and ``engine="auto"`` (the lean
+   sweep engine where it reproduces the run). Throughput ratio, which engine ran the
+   trials, and the largest metric difference per config over every metric both sides
+   compute (relative; must be 0 or <= 1e-9).
+2. 1 -> 2 local workers speed-up; Dask ``LocalCluster`` (2 processes) vs the pool
+   (the SMA grid on warmed executors; the cluster's start is reported apart).
+3. Dispatch share: on a warmed pool of 2, a 64-config SMA grid; (wall time x workers
+   - the trials' own time measured inside the workers) / the trials' own time.
 4. Peak resident memory (all processes, sampled every 0.1 s) of a random search of
    ``N_RANDOM`` trials on a shorter market (``RANDOM_BARS`` bars).
 
@@ -22,11 +25,14 @@ quick look; ``BENCH_OPT_ONLY=random`` runs the memory part alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,33 +53,57 @@ from gammabt.run import (
     prepare,
 )
 from strategies.base import GammaStrategy
+from strategies.rules import SingleLegRules, simple_moving_average
 
 N_BARS = int(os.environ.get("BENCH_OPT_BARS", 20_000))
 N_RANDOM = int(os.environ.get("BENCH_OPT_RANDOM", 1_000))
 RANDOM_BARS = int(os.environ.get("BENCH_OPT_RANDOM_BARS", 2_000))
 SMA_GRID = ("fast=5,10,15,20", "slow=30,50,80,120")
 FLIP_GRID = ("lookback=6,12,18,24", "momentum_min=0.002,0.004,0.006,0.008")
-METRICS = ("sharpe", "total_return", "max_drawdown", "final_value", "n_trades", "n_orders")
+DISPATCH_GRID = ("fast=5:40:5", "slow=50:190:20")
+
+
+@dataclass(frozen=True)
+class SmaCrossRules(SingleLegRules):
+    """Long while the fast SMA of the close is above the slow one, flat otherwise."""
+
+    fast: int
+    slow: int
+
+    inputs = ("sma_fast", "sma_slow")
+
+    @property
+    def warmup(self) -> int:
+        return max(self.fast, self.slow) - 1
+
+    def indicators(self, lines: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"sma_fast": simple_moving_average(lines["close"], self.fast),
+                "sma_slow": simple_moving_average(lines["close"], self.slow)}
+
+    def decide(self, values: tuple[float, ...], direction: int, held: int | None,
+               entry_price: float | None) -> int | None:
+        fast, slow = values
+        return 1 if fast - slow > 0 else 0
 
 
 class SmaCross(GammaStrategy):
-    """Long while the fast SMA of the close is above the slow one, flat otherwise."""
+    """:class:`SmaCrossRules` on Backtrader's SMA indicators."""
 
     params = (("fast", 10), ("slow", 50))
     param_ranges = {"fast": (1, 10_000), "slow": (2, 10_000)}
+    rules_class = SmaCrossRules
 
     def __init__(self) -> None:
         super().__init__()
-        fast = bt.ind.SMA(self.data.close, period=self.p.fast)
-        slow = bt.ind.SMA(self.data.close, period=self.p.slow)
-        self.cross = fast - slow
+        self.rules = SmaCrossRules.from_params(self.p)
+        self.fast = bt.ind.SMA(self.data.close, period=self.p.fast)
+        self.slow = bt.ind.SMA(self.data.close, period=self.p.slow)
 
     def next(self) -> None:
-        if self.pending is not None:
-            return
-        want = 1 if self.cross[0] > 0 else 0
-        if want != self.direction():
-            self.go(want)
+        target = self.rules.decide((self.fast[0], self.slow[0]), self.direction(), None,
+                                   None)
+        if target is not None:
+            self.go(target)
 
 
 def hourly_inputs(n: int, seed: int = 5) -> MarketInputs:
@@ -133,16 +163,37 @@ def _timed(spec: opt.OptimizeSpec, market: Any, folder: Path, executor: opt.Exec
     return time.perf_counter() - started, trials
 
 
-def _max_diff(trials: pd.DataFrame, baseline: dict[tuple, dict], names: list[str]) -> float:
-    worst = 0.0
+def _warmed(executor: opt.Executor, market: Any, workers: int) -> opt.Executor:
+    """``executor`` after a buy-and-hold task per worker: processes started, modules
+    imported, the market mapped (no indicator a timed trial could reuse)."""
+    base = RunConfig(strategy="buy_and_hold", bars="bench")
+    tasks = [opt.make_task(dataclasses.replace(base, cash=1e5 + i), i, {},
+                           market.input_hashes) for i in range(2 * workers)]
+    list(executor.map_unordered(tasks))
+    return executor
+
+
+def _max_diff(trials: pd.DataFrame, baseline: dict[tuple, dict], names: list[str],
+              ) -> tuple[float, float]:
+    """Largest absolute and relative difference over every metric the baseline has."""
+    worst_abs = worst_rel = 0.0
     for _, row in trials.iterrows():
         ref = baseline[tuple(row[f"param.{n}"] for n in names)]
-        for m in METRICS:
-            a, b = float(row[m]), float(ref[m])
+        for m, want in ref.items():
+            if m not in row.index or not isinstance(want, int | float | type(None)):
+                continue
+            a = np.nan if row[m] is None else float(row[m])
+            b = np.nan if want is None else float(want)
             if np.isnan(a) and np.isnan(b):
                 continue
-            worst = max(worst, abs(a - b))
-    return worst
+            diff = abs(a - b)
+            worst_abs = max(worst_abs, diff)
+            worst_rel = max(worst_rel, 0.0 if diff == 0 else diff / max(abs(a), abs(b)))
+    return worst_abs, worst_rel
+
+
+def _engines(trials: pd.DataFrame) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(trials["engine"].value_counts().items()))
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -206,7 +257,7 @@ def main() -> dict[str, Any]:
         market = load_prepared(folder)
         print(f"{N_BARS} hourly bars, 16-config grids, 2 cores")
         print(f"{'grid':10s} {'optstrategy s':>13s} {'gammabt s':>10s} {'ratio':>6s} "
-              f"{'max |diff|':>10s}")
+              f"{'max |diff|':>10s} {'max rel':>8s}  engines")
         sma_spec = None
         for label, strategy_spec, cls, grid in (
                 ("sma_cross", "bench.bench_optimize:SmaCross", SmaCross, SMA_GRID),
@@ -218,39 +269,60 @@ def main() -> dict[str, Any]:
             values = _grid_values(grid, strategy_spec)
             t_bt, baseline = optstrategy_baseline(config, market, klass, values)
             spec = opt.OptimizeSpec(base=config, dims=tuple(
-                opt.parse_dimension(g, strategy_spec) for g in grid))
+                opt.parse_dimension(g, strategy_spec) for g in grid), engine="auto")
             t_us, trials = _timed(spec, market, folder, opt.LocalPool(folder, 2),
                                   work / f"opt-{label}")
-            diff = _max_diff(trials, baseline, list(values))
-            print(f"{label:10s} {t_bt:13.2f} {t_us:10.2f} {t_bt / t_us:6.2f} {diff:10.2g}")
+            diff, rel = _max_diff(trials, baseline, list(values))
+            print(f"{label:10s} {t_bt:13.2f} {t_us:10.2f} {t_bt / t_us:6.2f} {diff:10.2g} "
+                  f"{rel:8.2g}  {_engines(trials)}")
             figures[label] = {"optstrategy_maxcpus2_s": t_bt, "gammabt_pool2_s": t_us,
                               "throughput_ratio": t_bt / t_us, "max_metric_diff": diff,
-                              "configs_per_s": len(trials) / t_us}
+                              "max_metric_rel_diff": rel, "engines": _engines(trials),
+                              "configs_per_s": len(trials) / t_us,
+                              "mean_trial_s": float(trials["elapsed_s"].mean())}
             if sma_spec is None:
                 sma_spec = (spec, t_us, trials)
         spec, t_pool2, trials2 = sma_spec
-        t_pool1, _ = _timed(spec, market, folder, opt.LocalPool(folder, 1), work / "p1")
-        t_dask, trials_dask = _timed(spec, market, folder,
-                                     opt.DaskExecutor(folder, local_workers=2),
-                                     work / "dask")
+        # from here on, warmed executors: the trials, not process start-up, are timed
+        t_pool1, _ = _timed(spec, market, folder, _warmed(opt.LocalPool(folder, 1), market, 1),
+                            work / "p1")
+        t_pool2w, _ = _timed(spec, market, folder, _warmed(opt.LocalPool(folder, 2), market, 2),
+                             work / "p2")
+        started = time.perf_counter()
+        dask = _warmed(opt.DaskExecutor(folder, local_workers=2), market, 2)
+        t_dask_start = time.perf_counter() - started
+        t_dask, trials_dask = _timed(spec, market, folder, dask, work / "dask")
         same = _same_rows(trials_dask, trials2)
-        backtest = float(trials2["elapsed_s"].mean())
-        overhead = t_pool2 * 2 / len(trials2) - backtest
-        figures["workers"] = {"pool1_s": t_pool1, "pool2_s": t_pool2,
-                              "speedup_1_to_2": t_pool1 / t_pool2, "dask2_s": t_dask,
-                              "dask_vs_pool": t_dask / t_pool2, "dask_identical": same,
-                              "backtest_s_per_trial": backtest,
-                              "dispatch_setup_s_per_trial": overhead,
-                              "dispatch_share": overhead / backtest}
-        print(f"sma_cross: pool 1 worker {t_pool1:.2f} s, 2 workers {t_pool2:.2f} s "
-              f"(speed-up {t_pool1 / t_pool2:.2f}x); Dask LocalCluster 2 {t_dask:.2f} s "
-              f"({t_dask / t_pool2:.2f}x the pool, identical rows: {same})")
-        print(f"per trial: backtest {backtest:.3f} s, dispatch + setup {overhead:.3f} s "
-              f"({100 * overhead / backtest:.1f}% of the backtest)")
+        figures["workers"] = {"pool1_s": t_pool1, "pool2_s": t_pool2w,
+                              "speedup_1_to_2": t_pool1 / t_pool2w, "dask2_s": t_dask,
+                              "dask_vs_pool": t_dask / t_pool2w, "dask_identical": same,
+                              "dask_start_s": t_dask_start}
+        print(f"sma_cross, warmed executors: pool 1 worker {t_pool1:.2f} s, 2 workers "
+              f"{t_pool2w:.2f} s (speed-up {t_pool1 / t_pool2w:.2f}x); Dask LocalCluster 2 "
+              f"{t_dask:.2f} s ({t_dask / t_pool2w:.2f}x the pool, identical rows: {same}; "
+              f"cluster start and warm-up {t_dask_start:.1f} s)")
+        figures["dispatch"] = dispatch_share(market, folder, work)
         figures["random"] = random_memory(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return figures
+
+
+def dispatch_share(market: Any, folder: Path, work: Path) -> dict[str, Any]:
+    """Dispatch and imbalance on a warmed pool of 2: a 64-config SMA grid."""
+    strategy = "bench.bench_optimize:SmaCross"
+    spec = opt.OptimizeSpec(base=RunConfig(strategy=strategy, bars="bench", borrow=True),
+                            dims=tuple(opt.parse_dimension(g, strategy)
+                                       for g in DISPATCH_GRID), engine="auto")
+    wall, trials = _timed(spec, market, folder, _warmed(opt.LocalPool(folder, 2), market, 2),
+                          work / "dispatch")
+    busy = float(trials["elapsed_s"].sum())
+    share = (wall * 2 - busy) / busy
+    print(f"dispatch (warmed pool of 2, {len(trials)} configs): wall {wall:.2f} s, trials "
+          f"{busy / len(trials):.3f} s each, dispatch + imbalance {100 * share:.1f}% of "
+          f"the trials' time; engines: {_engines(trials)}")
+    return {"n_trials": len(trials), "wall_s": wall, "trial_s_mean": busy / len(trials),
+            "dispatch_share": share}
 
 
 def random_memory(work: Path) -> dict[str, Any]:
@@ -265,11 +337,12 @@ def random_memory(work: Path) -> dict[str, Any]:
                                                        "SmaCross"),
                                    opt.parse_dimension("slow=41:200", "bench.bench_"
                                                        "optimize:SmaCross")),
-                             search="random", n_trials=N_RANDOM, seed=1)
+                             search="random", n_trials=N_RANDOM, seed=1, engine="auto")
     with PeakRss() as rss:
         t_rand, rtrials = _timed(rspec, small_market, small, opt.LocalPool(small, 2),
                                  work / "random")
-    print(f"random search: {len(rtrials)} trials x {RANDOM_BARS} bars in {t_rand:.1f} s, "
+    print(f"random search: {len(rtrials)} trials ({_engines(rtrials)}) x {RANDOM_BARS} bars "
+          f"in {t_rand:.1f} s, "
           f"peak of all processes: RSS {rss.peak / 2**20:.0f} MB (shared pages counted "
           f"once per process), PSS {rss.peak_pss / 2**20:.0f} MB (shared pages split)")
     return {"n_trials": len(rtrials), "n_bars": RANDOM_BARS, "seconds": t_rand,

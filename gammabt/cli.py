@@ -366,6 +366,11 @@ def prepare(config_file: Path | None, params: tuple[str, ...], terms: tuple[str,
 @click.option("--name", help="Folder name: results/opt-NAME (default: a hash of the search).")
 @click.option("--top", type=click.IntRange(min=1, max=50), default=3, show_default=True,
               help="Best trials re-run as run folders and compared (compare.html).")
+@click.option("--engine", type=click.Choice(["auto", "backtrader", "lean"]), default="auto",
+              show_default=True,
+              help="Trials on the lean sweep engine when it reproduces the run (auto), "
+                   "always Backtrader, or lean (refused for a sweep it cannot run). The "
+                   "--top re-runs always use Backtrader and are checked against the trials.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
@@ -373,8 +378,8 @@ def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str
              prepared_dir: Path | None, grid: tuple[str, ...], n_random: int | None,
              n_optuna: int | None, objective: str, constraints: tuple[str, ...],
              workers: int, dask_local: int | None, scheduler: str | None, walk: str | None,
-             seed: int, name: str | None, top: int, no_progress: bool, results_dir: Path,
-             **options: Any) -> None:
+             seed: int, name: str | None, top: int, engine: str, no_progress: bool,
+             results_dir: Path, **options: Any) -> None:
     """Search strategy parameters on a prepared market; say whether the winner is real.
 
     Writes results/opt-<id>/: trials.parquet (incremental, resumable), summary.html,
@@ -395,7 +400,7 @@ def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str
                      objective=objective, constraints=constraints, workers=workers,
                      dask_local=dask_local, scheduler=scheduler, walk=walk, seed=seed,
                      name=name, results_dir=results_dir, prepared_dir=prepared_dir,
-                     console=console, progress=not no_progress, top=top)
+                     console=console, progress=not no_progress, top=top, engine=engine)
 
 
 @cli.command()

@@ -4,7 +4,8 @@ One optimization lives in ``<results>/opt-<id>/``:
 
 - ``trials.parquet``: one row per finished configuration (``trial``, ``digest``,
   ``param.<name>`` columns, every scalar metric, ``objective``, ``feasible``,
-  ``elapsed_s`` and the trial's daily returns as a list column). Rewritten atomically
+  ``engine`` and ``engine_note``, ``elapsed_s`` and the trial's daily returns as a list
+  column). Rewritten atomically
   (temporary file + ``os.replace``) in batches as trials finish; the previous good
   state is kept as ``trials.prev.parquet`` so a torn file is repaired on resume.
 - ``study.db``: the Optuna study (SQLite), so an Optuna search resumes too.
@@ -13,6 +14,13 @@ One optimization lives in ``<results>/opt-<id>/``:
 Every trial is identified by the digest of its full run configuration (parameters,
 window, costs) and the inputs' content hashes, so a resumed search skips what is done
 and a run with any executor or worker count produces the same rows.
+
+Trials of single-leg strategies (spot or perpetual) run on the lean sweep engine
+(:mod:`gammabt.sweep_engine`), which reproduces the Backtrader run bit for bit and
+hands back to Backtrader any run it does not reproduce (``engine`` says which ran, and
+``engine_note`` why Backtrader did). The best configurations are always re-run on
+Backtrader and checked against their trial rows (:func:`cross_check`). Workers get
+trials in batches (:func:`batches`), so dispatch stays small next to ~0.1 s trials.
 """
 
 from __future__ import annotations
@@ -41,11 +49,17 @@ import pyarrow.parquet as pq
 
 from gammabt.config import RunConfig
 from gammabt.run import PreparedMarket, run
-from indicators.errors import ConfigError
+from indicators.errors import ConfigError, GammabtError
 from strategies.params import strategy_params
 from strategies.registry import check_params, get_strategy
 
 Search = Literal["grid", "random", "optuna"]
+#: ``backtrader``: every trial is a full run; ``lean``: the sweep engine
+#: (``gammabt.sweep_engine``), refused up front for a strategy or instrument it never
+#: supports; ``auto``: lean when supported, else Backtrader. A trial whose path the
+#: lean engine does not reproduce (a refusal, a liquidation) always runs Backtrader.
+Engine = Literal["auto", "backtrader", "lean"]
+ENGINES: tuple[str, ...] = ("auto", "backtrader", "lean")
 OPTUNA_BATCH = 4  # trials asked per round: fixed so results do not depend on workers
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -206,28 +220,65 @@ class Task:
     params: tuple[tuple[str, Any], ...]
     config: RunConfig
     digest: str
+    engine: Engine = "auto"
 
 
 def make_task(base: RunConfig, number: int, params: dict[str, Any],
-              input_hashes: dict[str, str]) -> Task:
+              input_hashes: dict[str, str], engine: Engine = "auto") -> Task:
     config = dataclasses.replace(base, params=tuple({**dict(base.params), **params}.items()))
     return Task(number=number, params=tuple(sorted(params.items())), config=config,
-                digest=config.digest(input_hashes))
+                digest=config.digest(input_hashes), engine=engine)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a trial row keeps: numbers (as float), booleans and None."""
+    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            for k, v in metrics.items()
+            if k not in _SKIP_METRICS and isinstance(v, (int, float, bool, type(None)))}
 
 
 def evaluate(task: Task, market: PreparedMarket) -> dict[str, Any]:
     """Run one trial and keep only what the optimizer needs: scalar metrics and the
-    daily returns (as plain lists, so results stay small across process boundaries)."""
+    daily returns (as plain lists, so results stay small across process boundaries).
+
+    The lean sweep engine runs it unless ``task.engine`` is ``backtrader`` or the
+    engine does not reproduce this run (``engine_note`` then says why); ``engine``
+    names what ran.
+    """
+    from gammabt.sweep_engine import LeanRun, replay
+
     started = time.perf_counter()
-    result = run(task.config, market)
-    metrics = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-               for k, v in result.metrics.items()
-               if k not in _SKIP_METRICS and isinstance(v, (int, float, bool, type(None)))}
+    result: Any = None
+    note = ""
+    if task.engine != "backtrader":
+        lean = replay(task.config, market)
+        if isinstance(lean, LeanRun):
+            result = lean
+        else:
+            note = lean.reason
+    engine = "lean" if result is not None else "backtrader"
+    if result is None:
+        result = run(task.config, market)
     return {"number": task.number, "digest": task.digest, "params": dict(task.params),
-            "metrics": metrics,
+            "metrics": scalar_metrics(result.metrics), "engine": engine, "engine_note": note,
             "returns_day": [int(d) for d in result.returns.index.as_unit("s").asi8 // 86_400],
             "returns": [float(x) for x in result.returns.to_numpy()],
             "elapsed_s": time.perf_counter() - started}
+
+
+def evaluate_batch(tasks: Sequence[Task], market: PreparedMarket) -> list[dict[str, Any]]:
+    """:func:`evaluate` on several tasks (one unit shipped to a worker)."""
+    return [evaluate(task, market) for task in tasks]
+
+
+def batches(tasks: Sequence[Task], workers: int, *, per_worker: int = 4,
+            largest: int = 32) -> list[list[Task]]:
+    """``tasks`` cut into consecutive batches: about ``per_worker`` batches per worker
+    (so work stays balanced) of at most ``largest`` tasks (so results flow steadily)."""
+    if not tasks:
+        return []
+    size = max(1, min(largest, math.ceil(len(tasks) / (per_worker * max(1, workers)))))
+    return [list(tasks[i:i + size]) for i in range(0, len(tasks), size)]
 
 
 # ---------------------------------------------------------------------- executors
@@ -249,15 +300,32 @@ def _pool_init(folder: str) -> None:
     _market_in_worker(folder)
 
 
-def _pool_eval(task: Task, folder: str) -> dict[str, Any]:
-    return evaluate(task, _market_in_worker(folder))
+def _pool_eval(tasks: list[Task], folder: str) -> list[dict[str, Any]]:
+    return evaluate_batch(tasks, _market_in_worker(folder))
 
 
-def _dask_eval(task: Task, blob: dict[str, bytes], key: str) -> dict[str, Any]:
-    """Dask task: unpack the shipped prepared folder once per worker, memory-map it."""
+def _dask_folder(key: str) -> str:
     import tempfile
 
-    folder = os.path.join(tempfile.gettempdir(), f"gammabt-prepared-{key[:16]}")
+    return os.path.join(tempfile.gettempdir(), f"gammabt-prepared-{key[:16]}")
+
+
+def _dask_cleanup(key: str) -> bool:
+    """Run on every Dask worker when the executor closes: forget the market and remove
+    this worker's unpacked copy of the prepared folder. True when something was removed."""
+    import shutil
+
+    folder = _dask_folder(key)
+    _WORKER_MARKETS.pop(folder, None)
+    if not os.path.exists(folder):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _dask_eval(tasks: list[Task], blob: dict[str, bytes], key: str) -> list[dict[str, Any]]:
+    """Dask task: unpack the shipped prepared folder once per worker, memory-map it."""
+    folder = _dask_folder(key)
     if folder not in _WORKER_MARKETS and not os.path.exists(os.path.join(folder, "market.json")):
         tmp = f"{folder}.tmp-{os.getpid()}"
         os.makedirs(tmp, exist_ok=True)
@@ -271,7 +339,7 @@ def _dask_eval(task: Task, blob: dict[str, bytes], key: str) -> dict[str, Any]:
 
             shutil.rmtree(tmp, ignore_errors=True)
     quiet()
-    return evaluate(task, _market_in_worker(folder))
+    return evaluate_batch(tasks, _market_in_worker(folder))
 
 
 class Executor:
@@ -301,6 +369,7 @@ class LocalPool(Executor):
         from concurrent.futures import ProcessPoolExecutor
 
         self.folder = str(folder)
+        self.workers = workers
         # fork: workers start with the parent's modules already imported (no re-import
         # per worker); they only map the prepared folder
         methods = multiprocessing.get_all_start_methods()
@@ -311,9 +380,10 @@ class LocalPool(Executor):
     def map_unordered(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         from concurrent.futures import as_completed
 
-        futures = [self.pool.submit(_pool_eval, task, self.folder) for task in tasks]
+        futures = [self.pool.submit(_pool_eval, batch, self.folder)
+                   for batch in batches(tasks, self.workers)]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -350,12 +420,16 @@ class DaskExecutor(Executor):
     def map_unordered(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         from distributed import as_completed
 
-        futures = [self.client.submit(_dask_eval, task, self.blob, self.key, pure=False)
-                   for task in tasks]
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        futures = [self.client.submit(_dask_eval, batch, self.blob, self.key, pure=False)
+                   for batch in batches(tasks, workers)]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
 
     def close(self) -> None:
+        # every worker removes its unpacked copy of the prepared folder
+        with contextlib.suppress(Exception):
+            self.client.run(_dask_cleanup, self.key)
         # heartbeats racing the shutdown log closed-stream errors that mean nothing here
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.client.close()
@@ -447,6 +521,8 @@ def _row(result: dict[str, Any], objective: str,
     row["objective"] = objective_value(metrics, objective)
     row["feasible"] = all(c.holds(metrics) for c in constraints)
     row.update({k: v for k, v in sorted(metrics.items())})
+    row["engine"] = result.get("engine", "backtrader")
+    row["engine_note"] = result.get("engine_note", "")
     row["elapsed_s"] = result["elapsed_s"]
     row["returns_day"] = result["returns_day"]
     row["returns"] = result["returns"]
@@ -466,6 +542,8 @@ class OptimizeSpec:
     objective: str = "sharpe"
     constraints: tuple[Constraint, ...] = ()
     seed: int = 0
+    # where trials run, not what they are: left out of the identity (same rows either way)
+    engine: Engine = "auto"
 
     def identity(self) -> dict[str, Any]:
         return {"strategy": self.base.strategy, "search": self.search,
@@ -515,6 +593,7 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
         tmp = manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(identity, indent=2, default=str) + "\n")
         os.replace(tmp, manifest)
+    check_engine(spec.engine, spec.base, market)
     store = TrialStore(folder)
     hashes = _trial_hashes(market, spec.base.strategy)
     last_flush = time.monotonic()
@@ -543,7 +622,7 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
             points = (random_point(spec.dims, spec.seed, i) for i in range(100 * wanted))
         tasks, seen = [], set()
         for number, point in enumerate(points):
-            task = make_task(spec.base, number, point, hashes)
+            task = make_task(spec.base, number, point, hashes, spec.engine)
             if task.digest in seen:  # the same configuration drawn twice: run it once
                 continue
             seen.add(task.digest)
@@ -559,6 +638,23 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
     trials = store.frame()
     return OptimizeResult(folder=folder, trials=trials, best=best_trial(trials),
                           repaired=store.repaired)
+
+
+def check_engine(engine: str, config: RunConfig, market: PreparedMarket) -> None:
+    """Refuse an unknown engine, and ``lean`` for a run the lean engine never supports."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}", column="engine",
+                          expected=f"one of {list(ENGINES)}", fix="e.g. --engine auto")
+    if engine == "lean":
+        from gammabt.sweep_engine import static_check
+
+        why = static_check(config, market)
+        if why is not None:
+            raise ConfigError(f"the lean engine cannot run this sweep: {why.reason}",
+                              column="engine", expected="a single-leg strategy with declared "
+                              "rules (rules_class) trading spot or the perpetual",
+                              fix="use --engine auto (falls back to Backtrader) or "
+                                  "--engine backtrader")
 
 
 def _best_value(rows: list[dict[str, Any]]) -> float:
@@ -605,7 +701,8 @@ def _optuna_loop(spec: OptimizeSpec, folder: Path, store: TrialStore,
         if pending:
             for frozen in pending:
                 trial = optuna.trial.Trial(study, frozen._trial_id)
-                task = make_task(spec.base, frozen.number, dict(frozen.params), hashes)
+                task = make_task(spec.base, frozen.number, dict(frozen.params), hashes,
+                                 spec.engine)
                 asked.append((trial, task))
             pending = []
         else:
@@ -621,7 +718,8 @@ def _optuna_loop(spec: OptimizeSpec, folder: Path, store: TrialStore,
                             if d.integer else trial.suggest_float(d.name, d.low, d.high)
                     else:
                         point[d.name] = trial.suggest_categorical(d.name, list(d.values))
-                asked.append((trial, make_task(spec.base, trial.number, point, hashes)))
+                asked.append((trial, make_task(spec.base, trial.number, point, hashes,
+                                                spec.engine)))
         todo = [task for _, task in asked if task.digest not in by_digest]
         rows = record(executor.map_unordered(todo), total)
         for row in rows:
@@ -703,9 +801,13 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
 
     Each fold is an ordinary (resumable) optimization in ``folder/fold-<k>``; the
     analytics come from the market prepared on the full history, so every window is
-    point in time. Returns the per-fold table and the stitched out-of-sample daily
-    returns.
+    point in time. Each fold's in-sample search is judged too: its winner's deflated
+    Sharpe ratio (``is_dsr``) and the search's probability of backtest overfitting
+    (``is_pbo``; ``fold-<k>/stats.json`` has the details). Returns the per-fold table
+    and the stitched out-of-sample daily returns.
     """
+    from gammabt.optreport import winner_stats
+
     spot = market.legs[0][1]
     first = pd.Timestamp(int(spot.open_us[0]), unit="us", tz="UTC")
     end = pd.Timestamp(int(spot.open_us[-1]) + spot.bar_freq_us, unit="us", tz="UTC")
@@ -731,6 +833,13 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
                                "test_start": f"{test_start:%Y-%m-%d}",
                                "test_end": f"{test_end:%Y-%m-%d}"}
         best = result.best
+        # how much the in-sample search itself can be trusted
+        stats = winner_stats(returns_matrix(result.trials) if len(result.trials)
+                             else pd.DataFrame(), None if best is None else int(best["trial"]))
+        (folder / f"fold-{k}" / "stats.json").write_text(
+            json.dumps(stats.as_dict(), indent=2, default=str) + "\n")
+        row["is_dsr"] = stats.dsr.dsr if stats.dsr is not None else math.nan
+        row["is_pbo"] = stats.pbo.pbo if stats.pbo is not None else math.nan
         if best is None:
             row.update({"params": "none feasible", "is_objective": math.nan,
                         "oos_objective": math.nan})
@@ -739,7 +848,7 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
         params = {c[6:]: _plain(best[c]) for c in best.index if c.startswith("param.")}
         test_base = dataclasses.replace(spec.base, start=test_start.isoformat(),
                                         end=test_end.isoformat())
-        task = make_task(test_base, k, params, hashes)
+        task = make_task(test_base, k, params, hashes, spec.engine)
         [out] = list(executor.map_unordered([task]))
         pieces.append(pd.Series(out["returns"], index=pd.to_datetime(
             np.asarray(out["returns_day"], dtype=np.int64), unit="D", utc=True)))
@@ -762,6 +871,76 @@ def walk_forward(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str |
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+# --------------------------------------------------------- engine cross-check
+
+class EngineMismatch(GammabtError):
+    """A Backtrader re-run disagrees with the trial row the lean engine produced."""
+
+
+#: relative tolerance of :func:`cross_check` (the engines agree bit for bit when right)
+CHECK_RTOL = 1e-9
+
+
+def cross_check(row: pd.Series, metrics: dict[str, Any], params: dict[str, Any]) -> float:
+    """Compare a trial row with the metrics of its full Backtrader re-run.
+
+    Every scalar metric must be equal, both missing (None or NaN), or within
+    :data:`CHECK_RTOL` relative. Returns the largest relative difference.
+
+    Raises
+    ------
+    EngineMismatch
+        A metric differs; the message names the configuration and the metric.
+    """
+    worst = 0.0
+    for key, want in scalar_metrics(metrics).items():
+        if key not in row.index:
+            continue
+        got = _plain(row[key])
+        if _missing(got) and _missing(want):
+            continue
+        if _missing(got) or _missing(want):
+            diff = math.inf
+        elif isinstance(want, bool) or isinstance(got, bool):
+            diff = 0.0 if bool(got) == bool(want) else math.inf
+        else:
+            a, b = float(got), float(want)
+            diff = 0.0 if a == b else abs(a - b) / max(abs(a), abs(b))
+        if diff > CHECK_RTOL:
+            raise EngineMismatch(
+                f"trial {int(row['trial'])} {json.dumps(params, sort_keys=True)} (digest "
+                f"{row['digest'][:12]}, engine {row.get('engine', 'backtrader')}): {key} = "
+                f"{got!r} in the trials but {want!r} in the Backtrader re-run; rerun the "
+                "sweep with --engine backtrader and report the configuration")
+        worst = max(worst, diff)
+    return worst
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def engine_note(trials: pd.DataFrame) -> str:
+    """Which engine ran how many trials, and the commonest reason for a fallback."""
+    counts = trials["engine"].fillna("backtrader").value_counts()
+    text = "trials by engine: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    notes = trials.get("engine_note", pd.Series(dtype=str)).fillna("")
+    fallbacks = notes[notes != ""].value_counts()
+    if len(fallbacks):
+        text += (f"; Backtrader ran {int(fallbacks.sum())} trial(s) the lean engine does not "
+                 f"reproduce (e.g. {fallbacks.index[0]})")
+    return text
+
+
+def cross_check_note(checked: Sequence[tuple[pd.Series, float]]) -> str:
+    """One line saying what the re-runs of the top trials confirmed."""
+    lean = sum(1 for row, _ in checked if row.get("engine") == "lean")
+    worst = max(diff for _, diff in checked)
+    return (f"engine cross-check: the top {len(checked)} trial(s) ({lean} from the lean "
+            f"engine) re-run on Backtrader give the same metrics (largest relative "
+            f"difference {worst:.3g})")
 
 
 # ------------------------------------------------------------- command-line driver
@@ -801,12 +980,13 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
                      walk: str | None = None, seed: int = 0, name: str | None = None,
                      results_dir: Path = Path("results"),
                      prepared_dir: str | Path | None = None, console: Any = None,
-                     progress: bool = True, top: int = 3) -> Path:
+                     progress: bool = True, top: int = 3, engine: Engine = "auto") -> Path:
     """Everything ``gammabt optimize`` does; returns the optimization folder.
 
-    The ``top`` best feasible trials are re-run as normal run folders (labels
-    ``<opt>-best``, ``<opt>-top2`` ...) and, when there are two or more, compared on
-    ``compare.html`` in the optimization folder.
+    The ``top`` best feasible trials are re-run as normal (Backtrader) run folders
+    (labels ``<opt>-best``, ``<opt>-top2`` ...), checked against their trial rows
+    (:func:`cross_check`: a mismatch raises :class:`EngineMismatch`) and, when there
+    are two or more, compared on ``compare.html`` in the optimization folder.
     """
     from rich.console import Console
     from rich.progress import (
@@ -836,7 +1016,8 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
     wf = parse_walk_forward(walk) if walk else None
     spec = OptimizeSpec(base=config, dims=dims, search=search,
                         n_trials=n_optuna or n_random, objective=objective,
-                        constraints=tuple(parse_constraint(c) for c in constraints), seed=seed)
+                        constraints=tuple(parse_constraint(c) for c in constraints), seed=seed,
+                        engine=engine)
     if search == "grid":
         grid_points(dims)  # refuses continuous ranges before anything runs
     results_dir = Path(results_dir)
@@ -877,7 +1058,9 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
         best = best_trial(trials)
         matrix = returns_matrix(trials) if len(trials) else pd.DataFrame()
         stats = winner_stats(matrix, None if best is None else int(best["trial"]))
-        folders = []
+        if len(trials) and "engine" in trials.columns:
+            stats = dataclasses.replace(stats, notes=(*stats.notes, engine_note(trials)))
+        folders, checked = [], []
         for rank, (_, row) in enumerate(top_trials(trials, top).iterrows(), start=1):
             params = {c[6:]: _plain(row[c]) for c in row.index if c.startswith("param.")}
             label = f"{folder.name}-best" if rank == 1 else f"{folder.name}-top{rank}"
@@ -885,7 +1068,17 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
                 config, params=tuple({**dict(config.params), **params}.items()), label=label)
             # a resumed optimization with the same ranking keeps the folders it wrote
             done = sorted(results_dir.glob(f"*-{label}-{row['digest'][:8]}"))
-            folders.append(done[-1] if done else write_run(run(ranked, market), results_dir))
+            if done:
+                rerun = json.loads((done[-1] / "metrics.json").read_text())
+                folders.append(done[-1])
+            else:
+                result = run(ranked, market)
+                rerun = result.metrics
+                folders.append(write_run(result, results_dir))
+            checked.append((row, cross_check(row, rerun, params)))
+        if checked:
+            check_note = cross_check_note(checked)
+            stats = dataclasses.replace(stats, notes=(*stats.notes, check_note))
         if folders:
             best_folder = folders[0]
         if len(folders) >= 2:
@@ -902,6 +1095,12 @@ def run_optimization(config: RunConfig, *, grid: Sequence[str], n_random: int | 
 
         notes = ["walk forward: each fold's winner is judged on the test window that "
                  "follows its training window"]
+        for fold in folds_table.itertuples(index=False):
+            notes.append(f"fold {fold.fold} in-sample search ({fold.train_start} to "
+                         f"{fold.test_start}): deflated Sharpe ratio of the winner "
+                         f"{fold.is_dsr:.4f}, probability of backtest overfitting "
+                         f"{fold.is_pbo:.3f} (fold-{fold.fold}/stats.json)")
+            console.print(notes[-1])
         if len(stitched):
             oos = compute_metrics(stitched, None, periods_per_year=365)
             sharpe = float(oos.get("sharpe") or math.nan)

@@ -169,7 +169,7 @@ def write_summary(folder: Path, trials: pd.DataFrame, stats: WinnerStats, *, obj
         os.replace(tmp, js)
     params = [c for c in trials.columns if c.startswith("param.")]
     shown = ["trial", *params, "objective", "feasible", "sharpe", "total_return",
-             "max_drawdown", "n_trades"]
+             "max_drawdown", "n_trades", "engine"]
     shown = [c for c in dict.fromkeys(shown) if c in trials.columns]
     top = trials.sort_values(["objective", "trial"], ascending=[False, True]).head(TOP_K)
     dsr = None

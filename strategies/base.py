@@ -14,13 +14,15 @@ them.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import backtrader as bt
 
 from indicators.errors import ConfigError
 from strategies.params import ParamRange
+from strategies.rules import finite, go_order
+
+__all__ = ["GammaStrategy", "finite"]
 
 
 class GammaStrategy(bt.Strategy):
@@ -111,24 +113,14 @@ class GammaStrategy(bt.Strategy):
         return 0 if abs(size) < 1e-12 else (1 if size > 0 else -1)
 
     def go(self, target: int) -> None:
-        """Move the position of the first data toward ``target`` (-1, 0, +1)."""
+        """Move the position of the first data toward ``target`` (-1, 0, +1); see
+        :func:`strategies.rules.go_order` (a reversal closes first, opens later)."""
         if self.pending is not None:
             return
-        current = self.direction()
-        if target == current:
+        step = go_order(target, self.direction())
+        if step is None:
             return
-        if current != 0:
-            self.pending = self.close()
-            self.entry_bar = None
-            if target != 0:
-                return  # reverse on a later bar, once the close has filled
-        if target > 0:
-            self.pending = self.buy()
-        elif target < 0:
-            self.pending = self.sell()
-        self.entry_bar = len(self)
-
-
-def finite(*values: float) -> bool:
-    """True when every value is a finite number (gamma lines are NaN when stale)."""
-    return all(not math.isnan(v) and not math.isinf(v) for v in values)
+        order, restart = step
+        self.pending = self.close() if order == "close" else \
+            self.buy() if order == "buy" else self.sell()
+        self.entry_bar = len(self) if restart else None

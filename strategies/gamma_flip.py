@@ -22,9 +22,77 @@ Rules (per bar, on the first data)
 
 from __future__ import annotations
 
-import backtrader as bt
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from strategies.base import GammaStrategy, finite
+import backtrader as bt
+import numpy as np
+
+from strategies.base import GammaStrategy
+from strategies.rules import SingleLegRules, finite, percent_change
+
+
+@dataclass(frozen=True)
+class FlipRules(SingleLegRules):
+    """The rules above as a pure per-bar decision (see :class:`SingleLegRules`)."""
+
+    lookback: int
+    momentum_min: float
+    fade_long_gamma: bool
+    revert_min: float
+    flip_buffer: float
+    wall_band: float
+    max_hold: int
+    stop_loss: float
+    allow_short: bool
+
+    inputs = ("regime", "flip_dist", "move", "close", "call_wall", "put_wall")
+
+    @property
+    def warmup(self) -> int:
+        return self.lookback  # PercentChange needs lookback + 1 bars
+
+    def indicators(self, lines: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"move": percent_change(lines["close"], self.lookback)}
+
+    def decide(self, values: tuple[float, ...], direction: int, held: int | None,
+               entry_price: float | None) -> int | None:
+        regime, flip_dist, move, close, call_wall, put_wall = values
+        if not finite(regime, flip_dist):
+            return 0
+        if direction != 0 and self._should_exit(close, direction, held, entry_price):
+            return 0
+        return self._signal(regime, flip_dist, move, close, call_wall, put_wall)
+
+    def _signal(self, regime: float, flip_dist: float, move: float, close: float,
+                call_wall: float, put_wall: float) -> int | None:
+        short_ok = -1 if self.allow_short else 0
+        if regime < 0 and flip_dist <= -self.flip_buffer:
+            if move >= self.momentum_min:
+                return +1
+            if move <= -self.momentum_min:
+                return short_ok
+            return None
+        if regime > 0 and flip_dist >= self.flip_buffer:
+            if not self.fade_long_gamma:
+                return 0
+            near_call = finite(call_wall) and 0 <= call_wall / close - 1 <= self.wall_band
+            near_put = finite(put_wall) and 0 <= 1 - put_wall / close <= self.wall_band
+            if near_call or move >= self.revert_min:
+                return short_ok
+            if near_put or move <= -self.revert_min:
+                return +1
+        return None
+
+    def _should_exit(self, close: float, direction: int, held: int | None,
+                     entry_price: float | None) -> bool:
+        if held is not None and held >= self.max_hold:
+            return True
+        if entry_price:
+            adverse = (close / entry_price - 1) * -direction
+            if adverse >= self.stop_loss:
+                return True
+        return False
 
 
 class GammaFlip(GammaStrategy):
@@ -48,10 +116,12 @@ class GammaFlip(GammaStrategy):
         "max_hold": (1, 1_000_000),
         "stop_loss": (0.0001, 1.0),  # 0 would exit on every bar not in profit
     }
+    rules_class = FlipRules
 
     def __init__(self) -> None:
         super().__init__()
         d = self.datas[0]
+        self.rules = FlipRules.from_params(self.p)
         self.move = bt.indicators.PercentChange(d.close, period=self.p.lookback)
         self.entry_price: float | None = None
 
@@ -62,45 +132,9 @@ class GammaFlip(GammaStrategy):
 
     def next(self) -> None:
         d = self.datas[0]
-        regime, flip_dist = d.regime[0], d.flip_dist[0]
-        if not finite(regime, flip_dist):
-            self.go(0)
-            return
-        if self.direction() != 0 and self._should_exit(regime):
-            self.go(0)
-            return
-        target = self._signal(regime, flip_dist)
+        values = (d.regime[0], d.flip_dist[0], self.move[0], d.close[0], d.call_wall[0],
+                  d.put_wall[0])
+        held = None if self.entry_bar is None else len(self) - self.entry_bar
+        target = self.rules.decide(values, self.direction(), held, self.entry_price)
         if target is not None:
             self.go(target)
-
-    def _signal(self, regime: float, flip_dist: float) -> int | None:
-        d, p = self.datas[0], self.p
-        move = self.move[0]
-        short_ok = -1 if p.allow_short else 0
-        if regime < 0 and flip_dist <= -p.flip_buffer:
-            if move >= p.momentum_min:
-                return +1
-            if move <= -p.momentum_min:
-                return short_ok
-            return None
-        if regime > 0 and flip_dist >= p.flip_buffer:
-            if not p.fade_long_gamma:
-                return 0
-            close, call_wall, put_wall = d.close[0], d.call_wall[0], d.put_wall[0]
-            near_call = finite(call_wall) and 0 <= call_wall / close - 1 <= p.wall_band
-            near_put = finite(put_wall) and 0 <= 1 - put_wall / close <= p.wall_band
-            if near_call or move >= p.revert_min:
-                return short_ok
-            if near_put or move <= -p.revert_min:
-                return +1
-        return None
-
-    def _should_exit(self, regime: float) -> bool:
-        p = self.p
-        if self.entry_bar is not None and len(self) - self.entry_bar >= p.max_hold:
-            return True
-        if self.entry_price:
-            adverse = (self.datas[0].close[0] / self.entry_price - 1) * -self.direction()
-            if adverse >= p.stop_loss:
-                return True
-        return False

@@ -333,6 +333,12 @@ def test_run_optimization_walk_forward_outputs(prepared, base, tmp_path) -> None
     html = (out / "summary.html").read_text()
     assert "Walk forward" in html and "stitched out-of-sample" in html
     assert "stitched out-of-sample returns: Sharpe" in text.getvalue()
+    # each fold's in-sample search is judged: DSR of its winner, PBO of the search
+    assert {"is_dsr", "is_pbo"} <= set(folds.columns)
+    assert folds["is_dsr"].between(0, 1).all() and folds["is_pbo"].between(0, 1).all()
+    assert text.getvalue().count("in-sample search") == 2 and "overfitting" in html
+    fold_stats = json.loads((out / "fold-0" / "stats.json").read_text())
+    assert "dsr" in fold_stats and "pbo" in fold_stats
 
 
 def test_random_search_runs_n_distinct_configurations(prepared, base, tmp_path) -> None:
@@ -352,3 +358,78 @@ def test_random_search_runs_n_distinct_configurations(prepared, base, tmp_path) 
     assert trials["trial"].tolist() == sorted(first_seen.values())
     assert [tuple(r) for r in trials[["param.lookback", "param.momentum_min"]].values] == \
         list(first_seen)
+
+
+# ------------------------------------------------------------ engines, cross-check
+
+def test_lean_trials_equal_backtrader_trials(grid_result, prepared, base, tmp_path) -> None:
+    folder, market = prepared
+    assert set(grid_result["engine"]) == {"lean"} and set(grid_result["engine_note"]) == {""}
+    full = opt.optimize(_spec(base, engine="backtrader"), market, folder,
+                        opt.InProcess(folder, market), folder=tmp_path / "bt").trials
+    assert set(full["engine"]) == {"backtrader"}
+    drop = ["engine", "engine_note"]
+    pd.testing.assert_frame_equal(_stable(full).drop(columns=drop),
+                                  _stable(grid_result).drop(columns=drop))
+
+
+def test_lean_engine_refused_up_front_for_what_it_never_runs(prepared, base, tmp_path) -> None:
+    folder, market = prepared
+    spec = _spec(dataclasses.replace(base, strategy="funding_carry"), grid=(), engine="lean")
+    with pytest.raises(ConfigError, match="lean engine cannot run"):
+        opt.optimize(spec, market, folder, opt.InProcess(folder, market), folder=tmp_path / "l")
+    with pytest.raises(ConfigError, match="unknown engine"):
+        opt.check_engine("fast", base, market)
+
+
+def test_cross_check_names_the_configuration(grid_result) -> None:
+    row = grid_result.iloc[0]
+    metrics = {k: row[k] for k in ("sharpe", "total_return", "n_trades")}
+    assert opt.cross_check(row, metrics, {"lookback": 6}) == 0.0
+    off = {**metrics, "sharpe": float(row["sharpe"]) * (1 + 1e-6)}
+    with pytest.raises(opt.EngineMismatch, match=r'trial 0 \{"lookback": 6\}.*sharpe'):
+        opt.cross_check(row, off, {"lookback": 6})
+    assert opt.cross_check(row, {**metrics, "sharpe": float(row["sharpe"]) * (1 + 1e-12)},
+                           {}) < 1e-9
+
+
+def test_run_optimization_checks_and_records_the_top_reruns(prepared, base, tmp_path) -> None:
+    from rich.console import Console
+
+    folder, _ = prepared
+    text = io.StringIO()
+    out = opt.run_optimization(base, grid=GRID, prepared_dir=folder, results_dir=tmp_path,
+                               progress=False, console=Console(file=text, width=200),
+                               name="chk", top=2)
+    printed = text.getvalue()
+    assert "trials by engine: lean 4" in printed
+    assert "engine cross-check: the top 2 trial(s) (2 from the lean engine)" in printed
+    stats = json.loads((out / "stats.json").read_text())
+    assert any(n.startswith("engine cross-check") for n in stats["notes"])
+    assert "engine cross-check" in (out / "summary.html").read_text()
+
+
+def test_batches_cover_every_task_in_order() -> None:
+    tasks = list(range(37))
+    for workers in (1, 2, 5):
+        cut = opt.batches(tasks, workers)  # type: ignore[arg-type]
+        assert [t for b in cut for t in b] == tasks
+        assert max(len(b) for b in cut) <= 32
+    assert opt.batches([], 2) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_dask_workers_remove_their_market_copy_on_close(prepared, base) -> None:
+    import os
+
+    folder, market = prepared
+    dask = opt.DaskExecutor(folder, local_workers=2, processes=True)
+    try:
+        task = opt.make_task(base, 0, {"lookback": 6}, opt._trial_hashes(market, base.strategy))
+        [result] = list(dask.map_unordered([task]))
+        assert result["engine"] == "lean"
+        copies = dask.client.run(lambda key: os.path.exists(opt._dask_folder(key)), dask.key)
+        assert any(copies.values()), "a worker unpacked the market"
+    finally:
+        dask.close()
+    assert not os.path.exists(opt._dask_folder(dask.key))  # same host: same temp dir
