@@ -47,9 +47,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feeds.pit import US_PER_DAY
 from gammabt.config import RunConfig
 from gammabt.run import PreparedMarket, run
 from indicators.errors import ConfigError, GammabtError
+from plumbing.atomic import write_atomic, write_dir_atomic, write_text_atomic
+from plumbing.timeconv import parse_duration, to_epoch_us
 from strategies.params import strategy_params
 from strategies.registry import check_params, get_strategy
 
@@ -261,7 +264,7 @@ def evaluate(task: Task, market: PreparedMarket) -> dict[str, Any]:
         result = run(task.config, market)
     return {"number": task.number, "digest": task.digest, "params": dict(task.params),
             "metrics": scalar_metrics(result.metrics), "engine": engine, "engine_note": note,
-            "returns_day": [int(d) for d in result.returns.index.as_unit("s").asi8 // 86_400],
+            "returns_day": [int(d) for d in to_epoch_us(result.returns.index) // US_PER_DAY],
             "returns": [float(x) for x in result.returns.to_numpy()],
             "elapsed_s": time.perf_counter() - started}
 
@@ -327,17 +330,12 @@ def _dask_eval(tasks: list[Task], blob: dict[str, bytes], key: str) -> list[dict
     """Dask task: unpack the shipped prepared folder once per worker, memory-map it."""
     folder = _dask_folder(key)
     if folder not in _WORKER_MARKETS and not os.path.exists(os.path.join(folder, "market.json")):
-        tmp = f"{folder}.tmp-{os.getpid()}"
-        os.makedirs(tmp, exist_ok=True)
-        for name, data in blob.items():
-            with open(os.path.join(tmp, name), "wb") as fh:
-                fh.write(data)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another worker on this host won the race
-            import shutil
+        def fill(tmp: Path) -> None:
+            for name, data in blob.items():
+                (tmp / name).write_bytes(data)
 
-            shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another worker on this host won the race
+            write_dir_atomic(folder, fill)
     quiet()
     return evaluate_batch(tasks, _market_in_worker(folder))
 
@@ -489,14 +487,14 @@ class TrialStore:
         # through pandas: columns are the union over rows (from_pylist reads the first)
         frame = pd.DataFrame(sorted(self.rows, key=lambda r: r["trial"]))
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        tmp = self.folder / f".trials.tmp-{os.getpid()}.parquet"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        if self.path.exists():
-            with contextlib.suppress(OSError):
-                os.replace(self.path, self.prev)
-        os.replace(tmp, self.path)
+
+        def write(tmp: Path) -> None:
+            pq.write_table(table, tmp)
+            if self.path.exists():  # the last good state, for repairing a torn file
+                with contextlib.suppress(OSError):
+                    os.replace(self.path, self.prev)
+
+        write_atomic(self.path, write)
 
     def frame(self) -> pd.DataFrame:
         # rows in trial order first: the column order must not depend on completion order
@@ -590,9 +588,7 @@ def optimize(spec: OptimizeSpec, market: PreparedMarket, prepared_dir: str | Pat
                               expected="the same strategy, space, search, objective and seed",
                               fix="pass another --name, or delete the folder")
     else:
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps(identity, indent=2, default=str) + "\n")
-        os.replace(tmp, manifest)
+        write_text_atomic(manifest, json.dumps(identity, indent=2, default=str) + "\n")
     check_engine(spec.engine, spec.base, market)
     store = TrialStore(folder)
     hashes = _trial_hashes(market, spec.base.strategy)
@@ -766,9 +762,8 @@ def parse_walk_forward(text: str) -> WalkForward:
     try:
         if set(parts) != {"train", "test"}:
             raise ValueError
-        # "180d" reads as days (pandas wants an upper-case D)
-        train, test = (pd.Timedelta(re.sub(r"(?<=\d)d$", "D", parts[k].strip()))
-                       for k in ("train", "test"))
+        train, test = (parse_duration(parts[k].strip(), name=f"--walk-forward {k}",
+                                      example="180d") for k in ("train", "test"))
     except ValueError:
         raise ConfigError(f"--walk-forward {text!r}", column="walk_forward",
                           expected="train=DURATION,test=DURATION[,anchored]",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from gammabt.overfit import (
     deflated_sharpe_of,
     probability_of_overfitting,
 )
+from plumbing.atomic import write_text_atomic
 
 TOP_K = 10
 
@@ -164,9 +164,7 @@ def write_summary(folder: Path, trials: pd.DataFrame, stats: WinnerStats, *, obj
 
     js = folder / "plotly.min.js"
     if not js.exists():
-        tmp = folder / f".plotly.tmp-{os.getpid()}"
-        tmp.write_text(get_plotlyjs())
-        os.replace(tmp, js)
+        write_text_atomic(js, get_plotlyjs())
     params = [c for c in trials.columns if c.startswith("param.")]
     shown = ["trial", *params, "objective", "feasible", "sharpe", "total_return",
              "max_drawdown", "n_trades", "engine"]
@@ -198,10 +196,7 @@ def write_summary(folder: Path, trials: pd.DataFrame, stats: WinnerStats, *, obj
         folds=[] if folds is None else [[_fmt(v) for v in row]
                                         for row in folds.itertuples(index=False)])
     path = folder / "summary.html"
-    tmp = folder / f".summary.tmp-{os.getpid()}"
-    tmp.write_text(html)
-    os.replace(tmp, path)
-    tmp_stats = folder / f".stats.tmp-{os.getpid()}"
-    tmp_stats.write_text(json.dumps(stats.as_dict(), indent=2, default=float) + "\n")
-    os.replace(tmp_stats, folder / "stats.json")
+    write_text_atomic(path, html)
+    write_text_atomic(folder / "stats.json",
+                      json.dumps(stats.as_dict(), indent=2, default=float) + "\n")
     return path

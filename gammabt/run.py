@@ -483,7 +483,7 @@ def slice_arrays(arrays: FeedArrays, lo: int, hi: int) -> FeedArrays:
 _FLAGS = {"delays": "delay"}  # market field -> its command-line flag, where they differ
 
 
-def _check_market(config: RunConfig, prepared: PreparedMarket) -> None:
+def check_market(config: RunConfig, prepared: PreparedMarket) -> None:
     want = {k: v for k, v in market_fields(config).items() if k not in input_names()}
     have = {k: v for k, v in prepared.market.items() if k not in input_names()}
     for key, value in want.items():
@@ -503,7 +503,7 @@ def build_legs(config: RunConfig, inputs: MarketInputs | PreparedMarket,
     config's ``[start, end)`` window, so analytics never restart at the window start.
     """
     prepared = inputs if isinstance(inputs, PreparedMarket) else prepare(config, inputs)
-    _check_market(config, prepared)
+    check_market(config, prepared)
     lo, hi = window_bounds(pd.to_datetime(prepared.legs[0][1].open_us, unit="us", utc=True),
                            config)
     feeds = {leg.name: leg_feed(slice_arrays(arrays, lo, hi), leg)
@@ -647,6 +647,31 @@ def coverage_problems(coverage: dict[str, dict[str, Any]], config: RunConfig) ->
     return warnings_
 
 
+def assemble_metrics(config: RunConfig, prepared: PreparedMarket, lo: int, hi: int, *,
+                     equity: pd.DataFrame, orders: pd.DataFrame, trades: pd.DataFrame,
+                     ledger: pd.DataFrame, positions: pd.DataFrame,
+                     refusals: dict[str, int], coverage: dict[str, Any],
+                     warnings_: list[str]) -> tuple[pd.Series, pd.Series, dict[str, Any]]:
+    """A run's daily returns, benchmark and metrics from its recorded tables: the one
+    assembly shared by :func:`run` and the lean sweep engine."""
+    returns = daily_returns(equity, config.cash)
+    benchmark = buy_and_hold_returns(prepared.bars(lo, hi)).reindex(returns.index)
+    metrics = compute_metrics(returns, benchmark, periods_per_year=365, trades=trades,
+                              orders=orders)
+    metrics["final_value"] = float(equity["value"].iloc[-1]) if len(equity) else config.cash
+    metrics["n_bars"] = len(equity)
+    metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
+        leg.name for leg, _ in prepared.legs if leg.kind == "spot")))
+    metrics["refusals"] = dict(sorted(refusals.items()))
+    metrics["coverage"] = coverage
+    metrics["delays"] = dict(prepared.delays)
+    if not metrics.get("n_orders"):
+        warnings_.append("no order was placed: the strategy never traded (check its "
+                         "inputs' coverage and parameters)")
+    metrics["warnings"] = warnings_
+    return returns, benchmark, metrics
+
+
 def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) -> RunResult:
     """Run one backtest and return its immutable result (nothing is written).
 
@@ -665,24 +690,13 @@ def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) 
     equity = strategy.analyzers.equity.get_analysis()
     orders = strategy.analyzers.orders.get_analysis()
     trades = strategy.analyzers.trades.get_analysis()
-    returns = daily_returns(equity, config.cash)
-    benchmark = buy_and_hold_returns(prepared.bars(lo, hi)).reindex(returns.index)
-    metrics = compute_metrics(returns, benchmark, periods_per_year=365, trades=trades,
-                              orders=orders)
-    metrics["final_value"] = float(equity["value"].iloc[-1]) if len(equity) else config.cash
-    metrics["n_bars"] = len(equity)
     broker = strategy.broker
     ledger = broker.ledger_frame()
     positions = strategy.analyzers.positions.get_analysis()
-    metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
-        name for name, (leg, _) in broker.legs.items() if leg.kind == "spot")))
-    metrics["refusals"] = dict(sorted(broker.refusals.items()))
-    metrics["coverage"] = coverage
-    metrics["delays"] = dict(prepared.delays)
-    if not metrics.get("n_orders"):
-        warnings_.append("no order was placed: the strategy never traded (check its "
-                         "inputs' coverage and parameters)")
-    metrics["warnings"] = warnings_
+    returns, benchmark, metrics = assemble_metrics(
+        config, prepared, lo, hi, equity=equity, orders=orders, trades=trades,
+        ledger=ledger, positions=positions, refusals=broker.refusals, coverage=coverage,
+        warnings_=warnings_)
     # the strategy's code is an input too (the prepared market may have named another)
     hashes = {**prepared.input_hashes,
               "strategy_source": strategy_source_sha256(config.strategy)}

@@ -43,13 +43,11 @@ import numpy as np
 import pandas as pd
 
 from gammabt.config import RunConfig
-from gammabt.report import account_metrics, compute_metrics
 from gammabt.run import (
     PreparedMarket,
-    _check_market,
-    buy_and_hold_returns,
+    assemble_metrics,
+    check_market,
     coverage_problems,
-    daily_returns,
     input_coverage,
     window_bounds,
 )
@@ -137,7 +135,7 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
         return why
     rules = rules_for(config)
     assert isinstance(rules, SingleLegRules)
-    _check_market(config, market)  # as build_legs: the settings the market was built with
+    check_market(config, market)  # as build_legs: the settings the market was built with
     spot = market.legs[0][1]
     lo, hi = window_bounds(pd.to_datetime(spot.open_us, unit="us", utc=True), config)
     coverage = input_coverage(market, config, lo, hi)
@@ -154,21 +152,9 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
     if isinstance(book, Unsupported):
         return book
     equity, orders, trades, ledger, positions, refusals = book
-    # the same metric assembly as gammabt.run.run (the tests hold the two together)
-    returns = daily_returns(equity, config.cash)
-    benchmark = buy_and_hold_returns(market.bars(lo, hi)).reindex(returns.index)
-    metrics: dict[str, Any] = compute_metrics(returns, benchmark, periods_per_year=365,
-                                              trades=trades, orders=orders)
-    metrics["final_value"] = float(equity["value"].iloc[-1]) if len(equity) else config.cash
-    metrics["n_bars"] = len(equity)
-    metrics.update(account_metrics(ledger, positions, equity, spot_instruments=tuple(
-        g.name for g, _ in market.legs if g.kind == "spot")))
-    metrics["refusals"] = dict(sorted(refusals.items()))
-    metrics["coverage"] = coverage
-    if not metrics.get("n_orders"):
-        warnings_.append("no order was placed: the strategy never traded (check its "
-                         "inputs' coverage and parameters)")
-    metrics["warnings"] = warnings_
+    returns, benchmark, metrics = assemble_metrics(
+        config, market, lo, hi, equity=equity, orders=orders, trades=trades, ledger=ledger,
+        positions=positions, refusals=refusals, coverage=coverage, warnings_=warnings_)
     hashes = {**market.input_hashes, "strategy_source": strategy_source_sha256(config.strategy)}
     return LeanRun(config=config, digest=config.digest(hashes), returns=returns,
                    benchmark=benchmark, equity=equity, orders=orders, trades=trades,
