@@ -9,7 +9,7 @@ import pytest
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, daily_returns, run
 from indicators.errors import ConfigError
-from tests.data.hand_made import make_bars, make_summary
+from tests.data.hand_made import flat_bars, make_bars, make_summary
 
 
 def config(**kw) -> RunConfig:
@@ -117,3 +117,40 @@ def test_long_gamma_is_flat_unless_fading_is_enabled():
     assert flat.metrics["n_orders"] == 0
     fading = run(config(params=(("fade_long_gamma", True), ("revert_min", 0.01))), inputs)
     assert fading.metrics["n_trades"] > 0
+
+
+@pytest.mark.parametrize("step, side", [(0.004, "long"), (-0.004, "short")])
+def test_short_gamma_follows_the_move_in_its_direction(step, side):
+    """A steady ramp in short gamma (flip 5% above): every lookback return exceeds
+    momentum_min, so each trade follows the ramp, and the position's sign is the ramp's
+    from the first fill to the end."""
+    bars = flat_bars(40_000 * np.exp(step * np.arange(120)))
+    inputs = MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05))
+    params = (("lookback", 6), ("momentum_min", 0.01), ("max_hold", 1_000),
+              ("stop_loss", 0.5))
+    result = run(config(params=params, borrow=True, slippage_bps=0.0), inputs)
+    # the first signal: the close of bar 6 (6-bar return 2.4% >= 1%); filled at bar 7's
+    # open, recorded at bar 7's close (records are stamped at the bar close)
+    filled = result.orders[result.orders["status"] == "completed"]
+    assert filled["ts"].iloc[0] == bars["ts"].iloc[7] + pd.Timedelta("1h")
+    position = result.equity["position"].to_numpy()
+    assert (position[:7] == 0).all()
+    held = position[7:]
+    assert (np.sign(held) == np.sign(step)).all()
+    assert set(result.trades["side"]) <= {side}
+
+
+def test_long_gamma_fade_sells_at_the_call_wall_and_buys_at_the_put_wall():
+    """Long gamma with fading on: close within wall_band below the call wall -> short;
+    within wall_band above the put wall -> long (hand-made walls, flat price)."""
+    bars = flat_bars(np.full(60, 40_000.0))
+    summary = make_summary(bars, 1.0, 0.95)  # flip 5% below: long gamma
+    summary["call_wall"] = np.where(np.arange(60) < 30, 40_100.0, 80_000.0)
+    summary["put_wall"] = np.where(np.arange(60) < 30, 10_000.0, 39_900.0)
+    params = (("fade_long_gamma", True), ("wall_band", 0.01), ("max_hold", 1_000),
+              ("lookback", 3))
+    result = run(config(params=params, borrow=True, slippage_bps=0.0),
+                 MarketInputs(bars=bars, summary=summary))
+    position = result.equity["position"].to_numpy()
+    assert (position[5:30] < 0).all()  # at the call wall: short
+    assert (position[32:] > 0).all()  # at the put wall: long
