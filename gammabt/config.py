@@ -11,6 +11,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class RunConfig:
             value = getattr(self, name)
             value = (value,) if isinstance(value, str) else () if value is None else value
             object.__setattr__(self, name, tuple(str(v) for v in value))
-        check_label(self.label)
+        check_label(self.label, source=None)  # from_mapping names the file
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
         object.__setattr__(self, "params", tuple(sorted(checked.items())))
@@ -89,23 +90,29 @@ class RunConfig:
             raise ConfigError("no price bars given", column="bars",
                               expected="--bars FILE or a simulated market folder",
                               fix="pass --bars path/to/bars.csv (or gammabt simulate first)")
-        for name, low, high in (("cash", 1e-9, float("inf")),
-                                ("commission_bps", 0.0, 1000.0),
-                                ("slippage_bps", 0.0, 1000.0),
-                                ("percent", 1e-9, 1000.0)):
+        for name, low, high, example in _RANGES:
             value = getattr(self, name)
-            if not (low <= value <= high):
+            if not (math.isfinite(value) and low <= value <= high):
+                upper = "" if math.isinf(high) else f", at most {high:g}"
                 raise ConfigError(f"{name}={value} out of range", column=name,
-                                  expected=f"a number in [{low:g}, {high:g}]",
-                                  fix=f"set {name} to a sensible value")
+                                  expected=f"a finite number {'>' if low else '>='} 0{upper}",
+                                  fix=f"set {name} to e.g. {example:g} "
+                                      f"(--{name.replace('_', '-')} or {name} = in TOML)")
         object.__setattr__(self, "terms", _freeze_terms(self.terms))
         if self.instrument not in INSTRUMENTS:
             raise ConfigError(f"unknown instrument {self.instrument!r}", column="instrument",
                               expected=f"one of {list(INSTRUMENTS)}",
                               fix="trade spot (default) or perp")
-        if not (0 <= self.front_min_dte < 3650):
-            raise ConfigError(f"front_min_dte={self.front_min_dte}", column="front_min_dte",
-                              expected="days in [0, 3650)", fix="e.g. 7")
+        if not (math.isfinite(self.front_min_dte) and 0 <= self.front_min_dte < 3650):
+            raise ConfigError(f"front_min_dte={self.front_min_dte} out of range",
+                              column="front_min_dte", expected="days in [0, 3650)",
+                              fix="set it to e.g. 7 (--front-min-dte 7 or front_min_dte = 7 "
+                                  "in TOML)")
+        if not (2 <= self.zscore_window <= 100_000):
+            raise ConfigError(f"zscore_window={self.zscore_window} out of range",
+                              column="zscore_window",
+                              expected="a whole number of observations in [2, 100000]",
+                              fix="set zscore_window = 30 (the default) in the TOML config")
         # spot longs are paid from cash: only a derivative can be levered
         limit = 100.0 if self.instrument == "spot" else \
             100.0 * self.resolved_terms()[self.instrument].leverage
@@ -127,21 +134,28 @@ class RunConfig:
                 try:
                     duration = pd.Timedelta(value)
                 except ValueError:
+                    duration = None
+                if duration is None or pd.isna(duration):
                     raise ConfigError(f"{name}={value!r} is not a duration", column=name,
                                       expected="a pandas duration like '26h' or '1D'",
-                                      fix=f"set {name} to e.g. '26h'") from None
-                if duration < pd.Timedelta(0):
-                    raise ConfigError(f"{name}={value!r} is negative", column=name,
-                                      expected="a duration >= 0", fix=f"set {name} to e.g. '1h'")
+                                      fix=f"set {name} to e.g. '26h'")
+                if duration < pd.Timedelta(0) or (name == "freq" and duration == pd.Timedelta(0)):
+                    raise ConfigError(f"{name}={value!r} is {'zero' if duration == pd.Timedelta(0) else 'negative'}",
+                                      column=name,
+                                      expected="a duration > 0" if name == "freq"
+                                      else "a duration >= 0", fix=f"set {name} to e.g. '1h'")
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None:
                 try:
                     stamp = pd.Timestamp(value)
                 except ValueError:
+                    stamp = pd.NaT
+                if pd.isna(stamp):
                     raise ConfigError(f"{name}={value!r} is not a date", column=name,
                                       expected="an ISO date such as 2022-01-01",
-                                      fix=f"pass --{'from' if name == 'start' else 'to'} YYYY-MM-DD") from None
+                                      fix=f"pass --{'from' if name == 'start' else 'to'} "
+                                          f"YYYY-MM-DD or {name} = YYYY-MM-DD in TOML")
                 if stamp.tzinfo is None:
                     stamp = stamp.tz_localize("UTC")
                 object.__setattr__(self, name, stamp.tz_convert("UTC").isoformat())
@@ -212,7 +226,13 @@ class RunConfig:
         for key in ("chain", "futures"):
             if isinstance(data.get(key), list | tuple):
                 data[key] = tuple(data[key])
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:  # say where the value came from (the TOML file)
+            if exc.source is not None:
+                raise
+            raise ConfigError(exc.problem, source=source, row=exc.row, column=exc.column,
+                              expected=exc.expected, fix=exc.fix) from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
@@ -238,6 +258,10 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+
+# name, low, high, example: the money and size settings, all finite
+_RANGES = (("cash", 1e-9, math.inf, 100_000.0), ("commission_bps", 0.0, 1000.0, 5.0),
+           ("slippage_bps", 0.0, 1000.0, 2.0), ("percent", 1e-9, 1000.0, 95.0))
 
 _NUMBER = (int, float)
 _SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -277,7 +301,15 @@ def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]]
         values = dict(values) if not isinstance(values, dict) else values
         out.append((str(kind), tuple(sorted(values.items()))))
     frozen = tuple(sorted(out))
-    resolve_terms({kind: dict(values) for kind, values in frozen})  # validates
+    for kind, values in frozen:  # validates, naming the user's key (perp.leverage)
+        try:
+            resolve_terms({kind: dict(values)})
+        except ConfigError as exc:
+            column = exc.column if exc.column in (None, "terms") else f"{kind}.{exc.column}"
+            fix = exc.fix if column in (None, "terms") else \
+                f"{exc.fix} (--term {column}=VALUE or [terms.{kind}] {exc.column} = VALUE)"
+            raise ConfigError(exc.problem, source=exc.source, row=exc.row, column=column,
+                              expected=exc.expected, fix=fix) from None
     return frozen
 
 

@@ -185,3 +185,89 @@ def test_partial_coverage_and_zero_trades_are_said(tmp_path, capsys):
     assert cov["first"] == "2024-01-03T16:00:00+00:00"
     assert cov["share"] == pytest.approx(33 / 96)
     assert len(metrics["warnings"]) == 2
+
+
+# -- run and strategy parameters: NaN, infinity, zero or negative where meaningless ----
+# (flags, the key the message must name); the same values are refused from TOML below.
+CLI_VALUES = [
+    (["--cash", "nan"], "cash"),
+    (["--cash", "0"], "cash"),
+    (["--cash", "-inf"], "cash"),
+    (["--percent", "inf"], "percent"),
+    (["--percent", "0"], "percent"),
+    (["--commission-bps", "nan"], "commission_bps"),
+    (["--slippage-bps", "-1"], "slippage_bps"),
+    (["--param", "lookback=0"], "lookback"),
+    (["--param", "lookback=-3"], "lookback"),
+    (["--param", "momentum_min=nan"], "momentum_min"),
+    (["--param", "momentum_min=inf"], "momentum_min"),
+    (["--param", "nonsense=1"], "nonsense"),
+    (["--max-staleness", "-1h"], "max_staleness"),
+    (["--max-staleness", "nan"], "max_staleness"),
+    (["--freq", "0h"], "freq"),
+    (["--freq", "nan"], "freq"),
+    (["--chain-delay", "nan"], "chain_delay"),
+    (["--front-min-dte", "nan"], "front_min_dte"),
+    (["--front-min-dte", "-1"], "front_min_dte"),
+    (["--from", "nan"], "start"),
+    (["--term", "perp.leverage=0"], "perp.leverage"),
+    (["--term", "perp.leverage=nan"], "perp.leverage"),
+    (["--term", "perp.mmr=inf"], "perp.mmr"),
+    (["--term", "spot.taker_bps=-1"], "spot.taker_bps"),
+    (["--term", "future.borrow_apr=nan"], "future.borrow_apr"),
+]
+
+
+@pytest.mark.parametrize("flags,key", CLI_VALUES, ids=lambda v: " ".join(v)
+                         if isinstance(v, list) else v)
+def test_meaningless_run_values_on_the_command_line(flags, key, tmp_path, capsys):
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    results = tmp_path / "results"
+    code = main(["run", "--bars", str(bars), "--results", str(results), *flags])
+    err = _assert_one_line_error(capsys, code, "command line", f"'{key}'", "Fix:")
+    assert "column 'params'" not in err and "column 'window'" not in err
+    assert not results.exists()
+
+
+TOML_VALUES = [
+    ("cash = nan", "cash"),
+    ("percent = -inf", "percent"),
+    ("slippage_bps = inf", "slippage_bps"),
+    ("zscore_window = 0", "zscore_window"),
+    ("zscore_window = 1", "zscore_window"),
+    ("front_min_dte = nan", "front_min_dte"),
+    ('max_staleness = "-1h"', "max_staleness"),
+    ('freq = "nan"', "freq"),
+    ('chain_delay = "nan"', "chain_delay"),
+    ('start = "nan"', "start"),
+    ('label = "a/b"', "label"),
+    ("[params]\nlookback = 0", "lookback"),
+    ("[params]\nmomentum_min = nan", "momentum_min"),
+    ("[terms.perp]\nleverage = 0", "perp.leverage"),
+    ("[terms.spot]\nborrow_apr = inf", "spot.borrow_apr"),
+]
+
+
+@pytest.mark.parametrize("toml,key", TOML_VALUES)
+def test_meaningless_run_values_in_toml(toml, key, tmp_path, capsys):
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    path = tmp_path / "run.toml"
+    path.write_text(f'bars = "bars.csv"\n{toml}\n')
+    results = tmp_path / "results"
+    code = main(["run", "--config", str(path), "--results", str(results)])
+    err = _assert_one_line_error(capsys, code, "run.toml", f"'{key}'", "Fix:")
+    assert "column 'params'" not in err and "column 'window'" not in err
+    assert not results.exists()
+    assert bars.exists()
+
+
+@pytest.mark.parametrize("label", ["../escape", "a/b", "a\\b", "[bold red]x[/]",
+                                   "<script>alert(1)</script>", "x" * 65, ""])
+def test_a_bad_label_is_refused_before_any_input_is_read(label, tmp_path, capsys):
+    missing = tmp_path / "never_read.csv"  # the label is checked before the bars
+    _hourly_bars(missing, "2024-01-01", 48)
+    missing.write_text("not,a,bars,file\n")
+    code = main(["run", "--bars", str(missing), "--label", label,
+                 "--results", str(tmp_path / "results")])
+    _assert_one_line_error(capsys, code, "--label", "Fix:")
+    assert not (tmp_path / "results").exists()
