@@ -53,8 +53,9 @@ __all__ = [
     "to_utc",
 ]
 
-#: Bump whenever a loader's output can change: it is part of every cache key.
-LOADER_VERSION = "1"
+#: Bump whenever a loader's output or its checks (the schema rules of feeds.schema) can
+#: change: it is part of every cache key. 2: infinite values and expired contracts refused.
+LOADER_VERSION = "2"
 
 PathLike = str | os.PathLike[str]
 TimeLike = str | datetime | pd.Timestamp

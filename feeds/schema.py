@@ -19,6 +19,8 @@ BARRIERS    Barrier-option positions (structured notes): ``ts`` (when known), ``
 ``conform`` turns a pandas DataFrame into a validated table of one of these schemas;
 it is the only place where column presence, types, time zones and NaN rules are
 checked generically. Loaders add their format-specific checks before calling it.
+Cached tables were checked when they were built: after changing a rule here, bump
+``feeds.loaders.LOADER_VERSION`` so no cache built under the old rules is reused.
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ def _check_values(col: pd.Series, f: Field, source: str) -> None:
         inf = np.isinf(vals)
         if inf.any():
             i = int(np.flatnonzero(inf)[0])
-            raise DataError(f"value {vals[i]!r} is not finite", source=source, row=i,
+            raise DataError(f"value {float(vals[i])!r} is not finite", source=source, row=i,
                             column=f.name, expected=f"a finite number ({f.doc or f.name})",
                             fix="repair or drop the row (leave the cell empty only where "
                                 "a missing value is allowed)")
@@ -258,7 +260,7 @@ def _check_values(col: pd.Series, f: Field, source: str) -> None:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             bound = "> 0" if f.positive else ">= 0"
-            raise DataError(f"value {vals[i]!r} out of range", source=source, row=i,
+            raise DataError(f"value {float(vals[i])!r} out of range", source=source, row=i,
                             column=f.name, expected=f"{bound} ({f.doc or f.name})",
                             fix="repair or drop the row")
 
