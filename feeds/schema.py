@@ -301,3 +301,37 @@ def _check_rows(frame: pd.DataFrame, schema: Schema, source: str) -> None:
                             row=i, column=keys[0],
                             expected=f"one row per {'/'.join(keys)}",
                             fix="drop the duplicated rows (DataFrame.drop_duplicates)")
+
+
+def check_overlap(table: pa.Table, role: str, source: str, *, first: pd.Timestamp,
+                  last: pd.Timestamp, until: str | None = None,
+                  lead: pd.Timedelta | None = None) -> None:
+    """Refuse an input none of whose rows falls in the bars' time span.
+
+    A row is in force from its ``ts`` (``lead`` earlier counts too: a value stays usable
+    for a while after its stamp) to its ``until`` column (e.g. ``expiry``) or its ``ts``.
+
+    Parameters
+    ----------
+    table
+        A canonical table with a ``ts`` column (and ``until`` when given).
+    role, source
+        How the input is named in the message (``oi``) and its file.
+    first, last
+        The first bar's open and the last bar's close, UTC.
+
+    Raises
+    ------
+    DataError
+        When no row is in force at any time in ``[first, last]``.
+    """
+    if table.num_rows == 0:
+        return
+    ts = pd.to_datetime(table.column("ts").to_numpy(), utc=True)
+    ends = ts if until is None else pd.to_datetime(table.column(until).to_numpy(), utc=True)
+    inside = (ts <= last) & (ends + (lead or pd.Timedelta(0)) >= first)
+    if not inside.any():
+        raise DataError(f"the {role} input covers none of the bars (its rows: {ts.min()} .. "
+                        f"{ends.max()}; the bars: {first} .. {last})", source=source,
+                        column="ts", expected="rows within the time span of the bars",
+                        fix="check the dates of both files")

@@ -220,6 +220,14 @@ def _remove(path: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
+def _bars_span(bars: Any) -> dict[str, pd.Timestamp]:
+    """The first bar's open and the last bar's close (for feeds.schema.check_overlap)."""
+    from feeds.loaders import bar_freq
+
+    ts = pd.to_datetime(bars.column("ts").to_numpy(), utc=True)
+    return {"first": ts.min(), "last": ts.max() + bar_freq(bars)}
+
+
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
@@ -624,6 +632,7 @@ def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) 
     """Annualized futures basis per snapshot and expiry, plus constant maturities."""
     from feeds.derivs import load_futures
     from feeds.loaders import load_bars
+    from feeds.schema import check_overlap
     from indicators.basis import basis_table, constant_maturity
 
     try:
@@ -633,7 +642,9 @@ def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) 
                           expected="comma-separated days like 30,60,90",
                           fix="e.g. --tenors 30,90") from None
     paths = list(futures)
-    table = basis_table(load_futures(paths if len(paths) > 1 else paths[0]), load_bars(spot))
+    quotes, spot_bars = load_futures(paths if len(paths) > 1 else paths[0]), load_bars(spot)
+    check_overlap(quotes, "futures", str(paths[0]), **_bars_span(spot_bars))
+    table = basis_table(quotes, spot_bars)
     curve = constant_maturity(table, tenors=days)
     merged = table.merge(curve, on="ts", how="left")
     cols = ["ts", "expiry", "dte_days", "future", "spot", "basis_ann"]
@@ -659,12 +670,17 @@ def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None
     """Estimated liquidation levels per bar: nearest clusters below/above and the map."""
     from feeds.derivs import load_liquidations, load_open_interest
     from feeds.loaders import load_bars
+    from feeds.schema import check_overlap
     from indicators.liquidation import estimate_liq_map
 
-    liq_map = estimate_liq_map(load_bars(bars),
-                               oi=None if oi is None else load_open_interest(oi),
-                               liquidations=None if liquidations is None
-                               else load_liquidations(liquidations))
+    bars_table = load_bars(bars)
+    span = _bars_span(bars_table)
+    oi_table = None if oi is None else load_open_interest(oi)
+    liq_table = None if liquidations is None else load_liquidations(liquidations)
+    for role, table, path in (("oi", oi_table, oi), ("liquidations", liq_table, liquidations)):
+        if table is not None:  # an estimate from volume alone would hide the mismatch
+            check_overlap(table, role, str(path), **span)
+    liq_map = estimate_liq_map(bars_table, oi=oi_table, liquidations=liq_table)
     cols = ["ts", "liq_below", "liq_below_usd", "liq_above", "liq_above_usd", "liq_usd_within"]
     _frame_table(liq_map.lines[cols], "Liquidation clusters (USD at risk)")
     if out is not None:

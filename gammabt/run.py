@@ -44,6 +44,7 @@ from feeds.legs import (
     with_lines,
 )
 from feeds.loaders import bar_freq, chain_delay, load_bars, load_chain
+from feeds.schema import check_overlap
 from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
 from gammabt.config import INPUTS, RunConfig, input_sha256
@@ -183,6 +184,9 @@ def load_inputs(config: RunConfig) -> MarketInputs:
             tables[role] = loader(list(path) if isinstance(path, tuple) else path)
     bars = bars_table.to_pandas()
     window_bounds(bars["ts"], config)  # refuse an empty window before the analytics
+    if config.barriers is not None:
+        tables["barriers"] = load_barriers(config.barriers)
+    _refuse_disjoint_inputs(tables, bars, config)
     summary = strikes = None
     chain = tables["chain"]
     if chain is not None:
@@ -195,8 +199,6 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     else:
         notes.append("no option chain given: gamma lines are NaN")
     barrier_lines = None
-    if config.barriers is not None:
-        tables["barriers"] = load_barriers(config.barriers)
     if tables["barriers"] is not None and tables["barriers"].num_rows:
         positions = tables["barriers"]
         iv_bar = _atm_iv_per_bar(bars, summary)
@@ -296,6 +298,22 @@ def _with_volume_of(bars: pd.DataFrame, perp: pa.Table) -> pd.DataFrame:
     out = bars.copy()
     out["volume"] = volume.reindex(bars["ts"]).fillna(0.0).to_numpy()
     return out
+
+
+def _refuse_disjoint_inputs(tables: dict[str, pa.Table | None], bars: pd.DataFrame,
+                            config: RunConfig) -> None:
+    """Open interest, liquidations and barrier books that lie wholly outside the bars are
+    refused here: their coverage lines (the liquidation map, the book's GEX) have values
+    even then (the map falls back to volume), so the run's coverage check cannot see it."""
+    first = bars["ts"].iloc[0]
+    last = bars["ts"].iloc[-1] + bar_freq(bars)
+    for role, until, lead in (("oi", None, pd.Timedelta(config.max_staleness)),
+                              ("liquidations", None, pd.Timedelta(0)),
+                              ("barriers", "expiry", pd.Timedelta(0))):
+        path = getattr(config, role)
+        if path is not None and tables[role] is not None:
+            check_overlap(tables[role], role, str(path), first=first, last=last,
+                          until=until, lead=lead)
 
 
 def window_bounds(ts: pd.Series | pd.DatetimeIndex, config: RunConfig) -> tuple[int, int]:

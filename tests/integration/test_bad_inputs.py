@@ -271,3 +271,64 @@ def test_a_bad_label_is_refused_before_any_input_is_read(label, tmp_path, capsys
                  "--results", str(tmp_path / "results")])
     _assert_one_line_error(capsys, code, "--label", "Fix:")
     assert not (tmp_path / "results").exists()
+
+
+# -- inputs that never overlap the bars (2020 data beside 2024 bars) ------------------
+def _old_inputs(tmp_path: Path) -> dict[str, Path]:
+    import pandas as pd
+
+    def stamps(n: int, freq: str) -> list[str]:
+        return [t.isoformat() for t in pd.date_range("2020-01-01", periods=n, freq=freq,
+                                                       tz="UTC")]
+
+    frames = {
+        "chain": pd.DataFrame([{"ts": "2020-01-01T00:00:00+00:00",
+                                "expiry": "2020-01-31T08:00:00+00:00", "strike": k,
+                                "right": r, "open_interest": 10.0, "mark_iv": 0.6,
+                                "underlying_price": 9_000.0}
+                               for k in (8_000.0, 9_000.0, 10_000.0) for r in "CP"]),
+        "futures": pd.DataFrame({"ts": stamps(3, "1h"), "expiry": "2020-03-27T08:00:00Z",
+                                 "price": 9_000.0}),
+        "funding": pd.DataFrame({"ts": stamps(3, "8h"), "rate_8h": 1e-4}),
+        "oi": pd.DataFrame({"ts": stamps(6, "1h"), "oi_btc": 1_000.0}),
+        "liquidations": pd.DataFrame({"ts": stamps(4, "1h"), "side": "long",
+                                      "price": 9_000.0, "size": 1.0}),
+        "barriers": pd.DataFrame({"ts": stamps(1, "1h"), "type": "down_in_put",
+                                  "strike": 9_000.0, "barrier": 8_000.0,
+                                  "expiry": "2020-03-27T08:00:00Z", "notional": 10.0,
+                                  "dealer_side": -1.0}),
+    }
+    out = {}
+    for role, frame in frames.items():
+        out[role] = tmp_path / f"{role}_2020.csv"
+        frame.to_csv(out[role], index=False)
+    return out
+
+
+DISJOINT = [
+    (["run", "--chain", "{chain}", "--results", "{results}"], "chain"),
+    (["run", "--futures", "{futures}", "--results", "{results}"], "futures"),
+    (["run", "--funding", "{funding}", "--results", "{results}"], "funding"),
+    (["run", "--oi", "{oi}", "--results", "{results}"], "oi"),
+    (["run", "--liquidations", "{liquidations}", "--results", "{results}"], "liquidations"),
+    (["run", "--barriers", "{barriers}", "--results", "{results}"], "barriers"),
+    (["liq", "--oi", "{oi}", "--out", "{results}/lines.csv"], "oi"),
+    (["liq", "--liquidations", "{liquidations}"], "liquidations"),
+    (["basis", "--futures", "{futures}", "--spot", "{bars}", "--out", "{results}/b.csv"],
+     "futures"),
+    (["gex", "--chain", "{chain}", "--spot", "{bars}"], "chain"),
+]
+
+
+@pytest.mark.parametrize("argv,role", DISJOINT, ids=lambda v: " ".join(v[:2])
+                         if isinstance(v, list) else v)
+def test_an_input_outside_the_bars_is_refused(argv, role, tmp_path, capsys):
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    files = _old_inputs(tmp_path)
+    results = tmp_path / "results"
+    args = [a.format(results=results, bars=bars, **files) for a in argv]
+    if "--bars" not in args and args[0] in ("run", "liq"):
+        args[1:1] = ["--bars", str(bars)]
+    code = main(args)
+    _assert_one_line_error(capsys, code, f"{role}_2020.csv", "Fix:")
+    assert not results.exists()
