@@ -146,10 +146,12 @@ __all__ = ["Market", "list_scenarios", "load_market", "simulate"]
 def _freq_us(value: str | pd.Timedelta, name: str) -> int:
     try:
         td = pd.Timedelta(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError):
+        td = pd.NaT
+    if pd.isna(td):  # 'nan' parses as NaT
         raise ConfigError(f"{name}={value!r} is not a duration", source="simulate", column=name,
                           expected="a pandas duration such as '1min', '15min', '1h', '1D'",
-                          fix=f"pass e.g. {name}='1h'") from exc
+                          fix=f"pass e.g. {name}='1h'")
     us = int(td.value // 1000) if td.unit == "ns" else int(td / pd.Timedelta(microseconds=1))
     if us <= 0:
         raise ConfigError(f"{name}={value!r} is not positive", source="simulate", column=name,

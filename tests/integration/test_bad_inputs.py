@@ -332,3 +332,50 @@ def test_an_input_outside_the_bars_is_refused(argv, role, tmp_path, capsys):
     code = main(args)
     _assert_one_line_error(capsys, code, f"{role}_2020.csv", "Fix:")
     assert not results.exists()
+
+
+# -- the other commands' numeric options ------------------------------------------------
+OTHER_VALUES = [
+    (["simulate", "--freq", "nan", "--days", "1", "--out", "{out}"], "freq"),
+    (["simulate", "--freq", "0min", "--days", "1", "--out", "{out}"], "freq"),
+    (["simulate", "--days", "0", "--out", "{out}"], "days"),
+    (["simulate", "--days", "-1", "--out", "{out}"], "days"),
+    (["basis", "--futures", "{futures}", "--spot", "{bars}", "--tenors", "nan"], "tenors"),
+    (["basis", "--futures", "{futures}", "--spot", "{bars}", "--tenors", "30,0"], "tenors"),
+    (["study", "basis", "--futures", "{futures}", "--spot", "{bars}", "--z", "nan",
+      "--out", "{out}"], "--z"),
+    (["study", "basis", "--futures", "{futures}", "--spot", "{bars}", "--jump", "inf",
+      "--out", "{out}"], "--jump"),
+    (["study", "basis", "--futures", "{futures}", "--spot", "{bars}", "--window", "0",
+      "--out", "{out}"], "--window"),
+    (["study", "basis", "--futures", "{futures}", "--spot", "{bars}", "--boot", "0",
+      "--out", "{out}"], "--boot"),
+    (["study", "basis", "--futures", "{futures}", "--spot", "{bars}", "--horizons", "nan",
+      "--out", "{out}"], "horizons"),
+    (["study", "events", "--at", "2024-01-02", "--bars", "{bars}", "--window", "nan"],
+     "window"),
+    (["study", "events", "--at", "2024-01-02", "--bars", "{bars}", "--calm", "-1D"], "calm"),
+    (["study", "events", "--at", "nan", "--bars", "{bars}"], "at"),
+    (["optimize", "--bars", "{bars}", "--grid", "momentum_min=nan,0.1", "--no-progress",
+      "--results", "{out}"], "momentum_min"),
+    (["optimize", "--bars", "{bars}", "--grid", "lookback=0,3", "--no-progress",
+      "--results", "{out}"], "lookback"),
+    (["optimize", "--bars", "{bars}", "--grid", "lookback=2,3", "--name", "../up",
+      "--results", "{out}"], "--name"),
+]
+
+
+@pytest.mark.parametrize("argv,key", OTHER_VALUES, ids=lambda v: " ".join(v[:3])
+                         if isinstance(v, list) else v)
+def test_meaningless_values_of_other_commands(argv, key, tmp_path, capsys):
+    import pandas as pd
+
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    futures = tmp_path / "futures.csv"
+    pd.DataFrame({"ts": ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"],
+                  "expiry": "2024-03-29T08:00:00Z", "price": 101.0}).to_csv(futures,
+                                                                           index=False)
+    out = tmp_path / "out"
+    code = main([a.format(out=out, bars=bars, futures=futures) for a in argv])
+    _assert_one_line_error(capsys, code, f"'{key}'", "Fix:")
+    assert not out.exists()
