@@ -25,6 +25,7 @@ Cached tables were checked when they were built: after changing a rule here, bum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,7 +211,7 @@ def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa
             out[f.name] = col.astype("string")
         _check_values(out[f.name], f, source)
     frame = pd.DataFrame(out)
-    _check_rows(frame, schema, source)
+    _check_rows(out, schema, source)
     frame = frame.sort_values(list(schema.sort_keys), kind="stable", ignore_index=True)
     fields = [schema.arrow.field(n) for n in frame.columns]
     return pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
@@ -265,12 +266,12 @@ def _check_values(col: pd.Series, f: Field, source: str) -> None:
                             fix="repair or drop the row")
 
 
-def _check_rows(frame: pd.DataFrame, schema: Schema, source: str) -> None:
-    """The schema's row rules (``order``, ``any_of``, ``unique``), rows in ``frame`` order."""
+def _check_rows(columns: Mapping[str, pd.Series], schema: Schema, source: str) -> None:
+    """The schema's row rules (``order``, ``any_of``, ``unique``), rows in column order."""
     for rule in schema.order:
-        if rule.later not in frame.columns or rule.earlier not in frame.columns:
+        if rule.later not in columns or rule.earlier not in columns:
             continue
-        later, earlier = frame[rule.later], frame[rule.earlier]
+        later, earlier = columns[rule.later], columns[rule.earlier]
         ok = later > earlier if rule.strict else later >= earlier
         bad = (~ok.fillna(True) & later.notna() & earlier.notna()).to_numpy(dtype=bool)
         if bad.any():
@@ -281,20 +282,21 @@ def _check_rows(frame: pd.DataFrame, schema: Schema, source: str) -> None:
                             f"{earlier.iloc[i]}", source=source, row=i, column=rule.later,
                             expected=f"{rule.later} {op} {rule.earlier} in every row",
                             fix=rule.fix)
-    present = [name for name in schema.any_of if name in frame.columns]
+    present = [name for name in schema.any_of if name in columns]
     if present:
-        empty = frame[present].isna().all(axis=1).to_numpy(dtype=bool)
+        empty = pd.DataFrame({n: columns[n] for n in present}).isna().all(axis=1)
         if empty.any():
-            i = int(np.flatnonzero(empty)[0])
+            i = int(np.flatnonzero(empty.to_numpy(dtype=bool))[0])
             raise DataError(f"no value in any of {present}", source=source, row=i,
                             column=present[0], expected=f"a value in at least one of {present}",
                             fix="drop or repair the row")
-    keys = [name for name in schema.unique if name in frame.columns]
+    keys = [name for name in schema.unique if name in columns]
     if keys and len(keys) == len(schema.unique):
+        frame = pd.DataFrame({k: columns[k] for k in keys})
         dup = frame.duplicated(keys, keep="first").to_numpy()
         if dup.any():
             i = int(np.flatnonzero(dup)[0])
-            same = (frame[keys] == frame[keys].iloc[i]).all(axis=1).to_numpy()
+            same = (frame == frame.iloc[i]).all(axis=1).to_numpy()
             first = int(np.flatnonzero(same)[0])
             what = ", ".join(f"{k} {frame[k].iloc[i]}" for k in keys)
             raise DataError(f"duplicated row ({what}; first at row {first})", source=source,
@@ -335,3 +337,31 @@ def check_overlap(table: pa.Table, role: str, source: str, *, first: pd.Timestam
                         f"{ends.max()}; the bars: {first} .. {last})", source=source,
                         column="ts", expected="rows within the time span of the bars",
                         fix="check the dates of both files")
+
+
+def check_table(table: pa.Table, schema: Schema, source: str) -> None:
+    """The value rules of :func:`conform` on a table already in canonical shape (one read
+    back from Parquet, e.g. a simulated market), without converting or sorting it.
+
+    Raises
+    ------
+    DataError
+        As :func:`conform`: NaN in a non-nullable field, infinity, a value out of its
+        bounds, a broken row rule; rows are 0-based in the table's order.
+    """
+    if table.num_rows == 0:
+        return
+    columns: dict[str, pd.Series] = {}
+    for f in schema.fields:
+        if f.name not in table.column_names:
+            continue
+        column = table.column(f.name)
+        if pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type):
+            values = pd.Series(column.to_numpy())  # nulls become NaN / NaT
+            if pa.types.is_timestamp(f.type):
+                values = values.dt.tz_localize("UTC")
+            _check_values(values, f, source)
+            columns[f.name] = values
+        elif not f.nullable and column.null_count:
+            _check_values(column.to_pandas(), f, source)
+    _check_rows(columns, schema, source)

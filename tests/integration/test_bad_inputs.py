@@ -379,3 +379,31 @@ def test_meaningless_values_of_other_commands(argv, key, tmp_path, capsys):
     code = main([a.format(out=out, bars=bars, futures=futures) for a in argv])
     _assert_one_line_error(capsys, code, f"'{key}'", "Fix:")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("table,column,value", [
+    ("bars", "close", float("inf")), ("bars", "low", -1.0), ("perp", "volume", float("nan")),
+    ("funding", "rate_8h", float("nan")), ("chain", "mark_iv", float("inf")),
+    ("chain", "strike", -1.0), ("liquidations", "size", float("nan")),
+    ("perp_oi", "oi_btc", -5.0), ("futures", "price", 0.0),
+])
+def test_a_hand_edited_market_table_is_checked_like_a_loaded_file(table, column, value,
+                                                                  market_dir, tmp_path,
+                                                                  capsys):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "m"
+    shutil.copytree(market_dir, folder)
+    data = pq.read_table(folder / f"{table}.parquet")
+    values = data.column(column).to_numpy().copy()
+    values[1] = value
+    pq.write_table(data.set_column(data.schema.get_field_index(column), column,
+                                   pa.array(values)), folder / f"{table}.parquet")
+    results = tmp_path / "results"
+    code = main(["run", "--market", str(folder), "--results", str(results)])
+    _assert_one_line_error(capsys, code, f"{table}.parquet", "row 1", f"'{column}'",
+                           "gammabt simulate")
+    assert not results.exists()
