@@ -86,6 +86,11 @@ class RunConfig:
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
         object.__setattr__(self, "params", tuple(sorted(checked.items())))
+        if self.spot is not None and not self.chain:
+            raise ConfigError("spot bars given without an option chain", column="spot",
+                              expected="--spot only with --chain (it completes a chain "
+                                       "that has no underlying price)",
+                              fix="drop --spot, or add the --chain it belongs to")
         if self.bars is None and self.market is None:
             raise ConfigError("no price bars given", column="bars",
                               expected="--bars FILE or a simulated market folder",
@@ -249,6 +254,7 @@ class RunConfig:
         for key in INPUTS:
             if key not in data:
                 continue
+            _check_path_value(key, data[key], str(path))
             if isinstance(data[key], list):
                 data[key] = [str((base / p).resolve()) for p in data[key]]
             elif not Path(data[key]).is_absolute():
@@ -290,6 +296,17 @@ def _check_types(config: RunConfig) -> None:
                               f"set {f.name} to {what}")
 
 
+def _check_path_value(key: str, value: Any, source: str) -> None:
+    """An input in TOML is a path string (a list of them for chain and futures)."""
+    several = key in ("chain", "futures")
+    items = value if several and isinstance(value, list) else [value]
+    if isinstance(value, list) and not several or not all(isinstance(v, str) for v in items):
+        what = "a path string or a list of them" if several else "a path string"
+        raise ConfigError(f"{key} = {value!r} is not {what}", source=source, column=key,
+                          expected=what, fix=f'write {key} = "path/to/file" (relative to '
+                                             "the TOML file)")
+
+
 def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
     """``{"perp": {"taker_bps": 4}}`` (TOML ``[terms.perp]``) -> sorted, hashable tuples."""
     if isinstance(terms, dict):
@@ -298,7 +315,17 @@ def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]]
         items = terms
     out = []
     for kind, values in items:
+        if not isinstance(values, dict | list | tuple):
+            raise ConfigError(f"terms.{kind} = {values!r} is not a table", column=f"terms.{kind}",
+                              expected=f"[terms.{kind}] with key = number lines",
+                              fix=f"write e.g. [terms.{kind}] taker_bps = 4, or --term "
+                                  f"{kind}.taker_bps=4")
         values = dict(values) if not isinstance(values, dict) else values
+        for field_name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{kind}.{field_name} = {value!r} is not a number",
+                                  column=f"{kind}.{field_name}", expected="a number",
+                                  fix=f"write e.g. [terms.{kind}] {field_name} = 4")
         out.append((str(kind), tuple(sorted(values.items()))))
     frozen = tuple(sorted(out))
     for kind, values in frozen:  # validates, naming the user's key (perp.leverage)

@@ -407,3 +407,30 @@ def test_a_hand_edited_market_table_is_checked_like_a_loaded_file(table, column,
     _assert_one_line_error(capsys, code, f"{table}.parquet", "row 1", f"'{column}'",
                            "gammabt simulate")
     assert not results.exists()
+
+
+@pytest.mark.parametrize("toml,key", [
+    ("bars = 5", "bars"),
+    ('bars = ["a.csv", "b.csv"]', "bars"),
+    ('bars = "bars.csv"\nchain = [1, 2]', "chain"),
+    ('bars = "bars.csv"\n[terms]\nperp = 3', "terms.perp"),
+    ('bars = "bars.csv"\n[terms.perp]\nleverage = "high"', "perp.leverage"),
+    ('bars = "bars.csv"\n[terms.perp]\nleverage = true', "perp.leverage"),
+    ('bars = "bars.csv"\nspot = "bars.csv"', "spot"),
+])
+def test_wrong_typed_toml_inputs_name_the_key(toml, key, tmp_path, capsys):
+    _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    path = tmp_path / "run.toml"
+    path.write_text(toml + "\n")
+    results = tmp_path / "results"
+    code = main(["run", "--config", str(path), "--results", str(results)])
+    _assert_one_line_error(capsys, code, "run.toml", f"'{key}'", "Fix:")
+    assert not results.exists()
+
+
+def test_spot_bars_without_a_chain_are_refused_not_ignored(tmp_path, capsys):
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    code = main(["run", "--bars", str(bars), "--spot", str(bars),
+                 "--results", str(tmp_path / "results")])
+    _assert_one_line_error(capsys, code, "'spot'", "--chain")
+    assert not (tmp_path / "results").exists()
