@@ -150,6 +150,12 @@ def load_funding(path: PathLike) -> pa.Table:
     """
     df, src = _read(_sniff(path))
     c = _cols(df)
+    # the file's own column of each canonical one, named in errors
+    names = {canon: c[k] for canon, k in (("ts", "date"), ("ts", "fundingtime"),
+                                         ("ts", "calc_time"), ("rate_8h", "funding_mean"),
+                                         ("rate_8h", "fundingrate"),
+                                         ("rate_8h", "last_funding_rate"),
+                                         ("interval_h", "funding_interval_hours")) if k in c}
     if {"date", "funding_mean"} <= c.keys():
         day = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%Y-%m-%d")
         out = pd.DataFrame({"ts": day + pd.Timedelta(days=1),
@@ -167,7 +173,7 @@ def load_funding(path: PathLike) -> pa.Table:
         bad = ~(hours > 0).to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"funding interval {hours.iloc[i]!r} not positive", source=src,
+            raise DataError(f"funding interval {float(hours.iloc[i])!r} not positive", source=src,
                             row=i, column="funding_interval_hours", expected="hours > 0",
                             fix="repair the row")
         rate = _to_float(df[c["last_funding_rate"]], c["last_funding_rate"], src)
@@ -182,7 +188,7 @@ def load_funding(path: PathLike) -> pa.Table:
                               "symbol,fundingTime,fundingRate | calc_time,"
                               "funding_interval_hours,last_funding_rate | ts,rate_8h")
     _reject_duplicates(out["ts"], src, "ts")
-    return conform(out, FUNDING, src)
+    return conform(out, FUNDING, src, names=names)
 
 
 # --------------------------------------------------------------------------------------
@@ -234,7 +240,11 @@ def load_open_interest(path: PathLike) -> pa.Table:
                               "symbol,sumOpenInterest,sumOpenInterestValue,timestamp | "
                               "create_time,symbol,sum_open_interest,... | ts,oi_btc[,oi_usd]")
     _reject_duplicates(out["ts"], src, "ts")
-    return conform(out, PERP_OI, src)
+    names = {canon: c[k] for canon, k in (("oi_btc", "sumopeninterest"),
+                                         ("oi_usd", "sumopeninterestvalue"),
+                                         ("oi_btc", "sum_open_interest"),
+                                         ("oi_usd", "sum_open_interest_value")) if k in c}
+    return conform(out, PERP_OI, src, names=names)
 
 
 # --------------------------------------------------------------------------------------
@@ -282,7 +292,10 @@ def load_liquidations(path: PathLike) -> pa.Table:
         raise _unknown_layout(src, df, "liquidation",
                               "symbol,side,price,quantity,time (Binance forceOrder) | "
                               "ts,side,price,size")
-    return conform(out, LIQUIDATIONS, src)
+    names = {canon: c[k] for canon, k in (("price", "averageprice"), ("price", "price"),
+                                         ("size", "quantity"), ("size", "executedqty"))
+             if k in c and canon not in c}
+    return conform(out, LIQUIDATIONS, src, names=names)
 
 
 def _check_side(side: pd.Series, raw: pd.Series, src: str, column: str, expected: str) -> None:

@@ -166,7 +166,8 @@ BARRIERS = Schema("barriers", (
    order=(Order("expiry", "ts", fix="repair or drop the row"),))
 
 
-def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa.Table:
+def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>", *,
+            names: Mapping[str, str] | None = None) -> pa.Table:
     """Validate ``df`` against ``schema`` and return a canonical Arrow table.
 
     Checks: required columns present; timestamps tz-aware (converted to UTC);
@@ -177,11 +178,23 @@ def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa
     canonical names before calling). Optional columns that are absent are not added.
     Rows are sorted by ``schema.sort_keys`` (stable).
 
+    ``names`` maps canonical columns to the file's own column names, which the errors
+    then name instead (``fundingRate`` rather than ``rate_8h``).
+
     Raises
     ------
     DataError
         Naming ``source``, the first offending row (0-based, in ``df`` order) and column.
     """
+    if names:
+        try:
+            return conform(df, schema, source)
+        except DataError as exc:
+            if exc.column not in names:
+                raise
+            raise DataError(exc.problem, source=exc.source, row=exc.row,
+                            column=names[exc.column], expected=exc.expected,
+                            fix=exc.fix) from None
     if len(df) == 0:
         raise DataError("no data rows", source=source,
                         expected=f"at least one {schema.name} row",

@@ -86,7 +86,7 @@ def test_bad_bar_value(fmt, column, bad, tmp_path, capsys):
     path = _write_bars(fmt, tmp_path / "bars", _bars(column, bad))
     results = tmp_path / "results"
     code = main(["run", "--bars", str(path), "--results", str(results)])
-    assert_refused(capsys, code, path.name, "row 1")
+    assert_refused(capsys, code, path.name, "row 1", f"column '{column}'")
     nothing_written(tmp_path, path)
 
 
@@ -237,7 +237,7 @@ def test_bad_funding_value(layout, column, bad, good_bars, tmp_path, capsys):
     path = _funding_file(tmp_path, layout, column, bad)
     code = main(["run", "--bars", str(good_bars), "--funding", str(path),
                  "--results", str(tmp_path / "results")])
-    assert_refused(capsys, code, "funding.csv", "row 1")
+    assert_refused(capsys, code, "funding.csv", "row 1", f"column '{column}'")
     nothing_written(tmp_path, path, good_bars)
 
 
@@ -276,7 +276,7 @@ def test_bad_open_interest_value(layout, column, bad, good_bars, tmp_path, capsy
     path = _oi_file(tmp_path, layout, column, bad)
     out = tmp_path / "lines.csv"
     code = main(["liq", "--bars", str(good_bars), "--oi", str(path), "--out", str(out)])
-    assert_refused(capsys, code, "oi.csv", "row 1")
+    assert_refused(capsys, code, "oi.csv", "row 1", f"column '{column.split('+')[0]}'")
     nothing_written(tmp_path, path, good_bars)
 
 
@@ -302,7 +302,7 @@ LIQ_CASES = [("canonical", col, bad) for col in ("price", "size") for bad in PRI
 def test_bad_liquidation_value(layout, column, bad, good_bars, tmp_path, capsys):
     path = _liq_file(tmp_path, layout, column, bad)
     code = main(["liq", "--bars", str(good_bars), "--liquidations", str(path)])
-    assert_refused(capsys, code, "liquidations.csv", "row 1")
+    assert_refused(capsys, code, "liquidations.csv", "row 1", f"column '{column}'")
 
 
 def _futures_frame() -> pd.DataFrame:
