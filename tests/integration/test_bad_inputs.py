@@ -193,6 +193,7 @@ CLI_VALUES = [
     (["--cash", "nan"], "cash"),
     (["--cash", "0"], "cash"),
     (["--cash", "-inf"], "cash"),
+    (["--cash", "inf"], "cash"),
     (["--percent", "inf"], "percent"),
     (["--percent", "0"], "percent"),
     (["--commission-bps", "nan"], "commission_bps"),
@@ -202,6 +203,12 @@ CLI_VALUES = [
     (["--param", "momentum_min=nan"], "momentum_min"),
     (["--param", "momentum_min=inf"], "momentum_min"),
     (["--param", "nonsense=1"], "nonsense"),
+    (["--strategy", "basis_dislocation", "--param", "window=0"], "window"),
+    (["--strategy", "basis_dislocation", "--param", "signal=nan"], "signal"),
+    (["--strategy", "liquidation_cascade", "--param", "band=0"], "band"),
+    (["--strategy", "funding_carry", "--param", "entry_apr=inf"], "entry_apr"),
+    (["--strategy", "vol_shock", "--param", "stop=nan"], "stop"),
+    (["--strategy", "vol_shock", "--param", "max_hold=-1"], "max_hold"),
     (["--max-staleness", "-1h"], "max_staleness"),
     (["--max-staleness", "nan"], "max_staleness"),
     (["--freq", "0h"], "freq"),
@@ -225,7 +232,8 @@ def test_meaningless_run_values_on_the_command_line(flags, key, tmp_path, capsys
     results = tmp_path / "results"
     code = main(["run", "--bars", str(bars), "--results", str(results), *flags])
     err = _assert_one_line_error(capsys, code, "command line", f"'{key}'", "Fix:")
-    assert "column 'params'" not in err and "column 'window'" not in err
+    assert "column 'params'" not in err
+    assert key == "window" or "column 'window'" not in err
     assert not results.exists()
 
 
@@ -434,3 +442,17 @@ def test_spot_bars_without_a_chain_are_refused_not_ignored(tmp_path, capsys):
                  "--results", str(tmp_path / "results")])
     _assert_one_line_error(capsys, code, "'spot'", "--chain")
     assert not (tmp_path / "results").exists()
+
+
+def test_an_iv_of_zero_in_a_percent_format_is_no_quote_not_zero_volatility(tmp_path):
+    """Vendors write 0 where an option has no mark IV: it becomes NaN (left out of the
+    exposure sums), never an IV of 0; in the canonical format 0 is refused (see the
+    corpus of bad values)."""
+    from feeds.loaders import load_chain
+    from tests.data.loader_fixtures import optionsdx_frame, write_optionsdx
+
+    frame = optionsdx_frame(days=1)
+    frame.loc[1, "MARK_IV"] = 0.0
+    table = load_chain(write_optionsdx(tmp_path / "btc_eod.txt", frame), cache=False)
+    iv = table.to_pandas()["mark_iv"]
+    assert iv.isna().sum() == 1 and (iv.dropna() > 0).all()
