@@ -1,7 +1,9 @@
 """The ``gammabt`` command line: demo, run, gex, simulate, basis, liq.
 
 Errors a user can fix print one line and exit 2; anything else prints one line and
-exits 1. ``--debug`` shows the traceback instead.
+exits 1. ``--debug`` shows the traceback instead. Commands that write check their
+outputs before any work (not an input, writable) and remove what they created when
+they fail (see :func:`_writes`).
 """
 
 from __future__ import annotations
@@ -210,12 +212,17 @@ def _writes(*outputs: str, folders: tuple[str, ...] = (), inputs: tuple[str, ...
 
 
 def _remove(path: Path | None) -> None:
+    """Remove what a failed command created; a results folder that holds a finished run
+    (this command's, written before it failed, or a concurrent one's) is kept."""
     import shutil
 
     if path is None or not (path.exists() or path.is_symlink()):
         return
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        finished = any((m.parent / "config.json").is_file() and not m.parent.name.startswith(".")
+                       for m in path.rglob("metrics.json"))
+        if not finished:
+            shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
 

@@ -285,3 +285,14 @@ def test_every_writing_command_declares_its_outputs():
 
     walk(cli, "gammabt")
     assert not missing, missing
+
+
+def test_a_finished_run_is_never_removed_by_a_later_failure(files, tmp_path, capsys,
+                                                            monkeypatch):
+    """The run folder is complete before the console report: a failure there keeps it."""
+    monkeypatch.setattr("gammabt.cli._report_run", _boom)
+    results = tmp_path / "new" / "results"
+    code = main(["run", "--bars", str(files["bars"]), "--results", str(results)])
+    refused(capsys, code, "injected")
+    [folder] = [p for p in results.iterdir() if p.is_dir()]
+    assert (folder / "metrics.json").is_file()
