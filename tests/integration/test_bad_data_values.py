@@ -66,8 +66,13 @@ def _write_bars(fmt: str, path: Path, frame: pd.DataFrame) -> Path:
         return write_generic_csv(path.with_suffix(".csv"), frame)
     if fmt == "binance_kline":
         return write_binance_klines(path.with_suffix(".csv"), frame)
-    if fmt == "cryptodatadownload":  # newest first: row 1 of the frame is data row 4
+    if fmt == "cryptodatadownload":  # written oldest first (the layout allows both)
         return write_cdd(path.with_suffix(".csv"), frame, newest_first=False)
+    if fmt == "binance_hourly":  # the Binance export with symbol and interval columns
+        out = frame.assign(ts=frame["ts"].map(lambda t: t.isoformat()))
+        out.insert(0, "interval", "1h")
+        out.insert(0, "symbol", "BTCUSDT")
+        return write_csv(path.with_suffix(".csv"), out.rename(columns={"ts": "timestamp"}))
     out = path.with_suffix(".parquet")
     frame.to_parquet(out, index=False)
     return out
@@ -78,7 +83,9 @@ BAR_CASES = [(fmt, col, bad) for fmt in ("generic_csv", "parquet")
             [(fmt, "volume", bad) for fmt in ("generic_csv", "parquet") for bad in SIZE_BAD] + \
             [("binance_kline", "close", "inf"), ("binance_kline", "low", "0"),
              ("binance_kline", "volume", "-1"), ("cryptodatadownload", "open", "-1"),
-             ("cryptodatadownload", "high", "inf"), ("cryptodatadownload", "close", "nan")]
+             ("cryptodatadownload", "high", "inf"), ("cryptodatadownload", "close", "nan"),
+             ("binance_hourly", "open", "nan"), ("binance_hourly", "low", "inf"),
+             ("binance_hourly", "volume", "-1")]
 
 
 @pytest.mark.parametrize("fmt,column,bad", BAR_CASES)
@@ -154,6 +161,40 @@ def test_bad_optionsdx_value(column, bad, tmp_path, capsys):
     assert_refused(capsys, code, path.name, "row 1", f"[{column}]")
 
 
+DERIBIT_HOURLY_CASES = [("strike", "0"), ("strike", "inf"), ("open_interest", "-1"),
+                        ("open_interest", "nan"), ("mark_iv", "inf"), ("mark_iv", "-1")]
+
+
+@pytest.mark.parametrize("column,bad", DERIBIT_HOURLY_CASES)
+def test_bad_deribit_hourly_value(column, bad, tmp_path, capsys):
+    from tests.data.loader_fixtures import deribit_hourly_frame
+
+    frame = deribit_hourly_frame()
+    frame[column] = frame[column].astype("float64")
+    frame.loc[1, column] = BAD[bad]
+    path = write_csv(tmp_path / "deribit_hourly.csv", frame)
+    spot = write_generic_csv(tmp_path / "spot.csv",
+                             bars_frame(12, start="2026-01-22T20:00:00Z"))
+    code = main(["gex", "--chain", str(path), "--spot", str(spot)])
+    assert_refused(capsys, code, path.name, "row 1", f"column '{column}'")
+
+
+TARDIS_CASES = [("strike_price", "-1"), ("open_interest", "inf"), ("mark_iv", "inf"),
+                ("underlying_price", "0"), ("underlying_price", "nan")]
+
+
+@pytest.mark.parametrize("column,bad", TARDIS_CASES)
+def test_bad_tardis_value(column, bad, tmp_path, capsys):
+    from tests.data.loader_fixtures import tardis_frame, write_tardis
+
+    frame = tardis_frame(hours=1, updates_per_hour=2)
+    frame[column] = frame[column].astype("float64")
+    frame.loc[1, column] = BAD[bad]
+    path = write_tardis(tmp_path / "tardis.csv", frame)
+    code = main(["gex", "--chain", str(path)])
+    assert_refused(capsys, code, path.name, "row 1", f"column '{column}'")
+
+
 @pytest.mark.parametrize("when", ["at the snapshot", "before the snapshot"])
 def test_expired_contract_in_a_snapshot(when, tmp_path, capsys):
     frame = _canonical_chain()
@@ -216,6 +257,9 @@ def _funding_file(tmp_path: Path, layout: str, column: str, bad: str) -> Path:
         ms = pd.date_range("2024-01-01", periods=6, freq="8h", tz="UTC").asi8 // 1000
         frame = pd.DataFrame({"calc_time": ms // 1000, "funding_interval_hours": 8.0,
                               "last_funding_rate": 1e-4})
+    elif layout == "eight_hourly":
+        frame = pd.DataFrame({"Date": [f"01/01/24 {h}:00" for h in (0, 8, 16)],
+                              "FundingRate": 1e-4})
     else:  # daily means
         frame = pd.DataFrame({"date": [f"2024-01-0{d}" for d in range(1, 4)],
                               "funding_mean": 1e-4})
@@ -229,7 +273,8 @@ FUNDING_CASES = [("canonical", "rate_8h", bad) for bad in RATE_BAD] + \
                 [("binance_api", "fundingRate", "nan"), ("binance_api", "fundingRate", "inf"),
                  ("binance_download", "last_funding_rate", "inf"),
                  ("binance_download", "funding_interval_hours", "0"),
-                 ("daily", "funding_mean", "nan"), ("daily", "funding_mean", "inf")]
+                 ("daily", "funding_mean", "nan"), ("daily", "funding_mean", "inf"),
+                 ("eight_hourly", "FundingRate", "nan"), ("eight_hourly", "FundingRate", "inf")]
 
 
 @pytest.mark.parametrize("layout,column,bad", FUNDING_CASES)
@@ -253,6 +298,10 @@ def test_negative_or_zero_funding_is_a_real_rate(rate, tmp_path):
 def _oi_file(tmp_path: Path, layout: str, column: str, bad: str) -> Path:
     if layout == "canonical":
         frame = pd.DataFrame({"ts": _stamps(6, "1h"), "oi_btc": 1_000.0, "oi_usd": 4.2e7})
+    elif layout == "binance_download":
+        frame = pd.DataFrame({"create_time": [f"2024-01-01 0{h}:00:00" for h in range(6)],
+                              "symbol": "BTCUSDT", "sum_open_interest": 1_000.0,
+                              "sum_open_interest_value": 4.2e7})
     else:
         ms = pd.date_range("2024-01-01", periods=6, freq="1h", tz="UTC").asi8 // 1000
         frame = pd.DataFrame({"symbol": "BTCUSDT", "sumOpenInterest": 1_000.0,
@@ -268,7 +317,9 @@ OI_CASES = [("canonical", "oi_btc", "-1"), ("canonical", "oi_btc", "inf"),
             ("canonical", "oi_btc+oi_usd", "nan"),
             ("binance_api", "sumOpenInterest", "-1"), ("binance_api", "sumOpenInterest", "inf"),
             ("binance_api", "sumOpenInterestValue", "-inf"),
-            ("binance_api", "sumOpenInterest+sumOpenInterestValue", "nan")]
+            ("binance_api", "sumOpenInterest+sumOpenInterestValue", "nan"),
+            ("binance_download", "sum_open_interest", "-1"),
+            ("binance_download", "sum_open_interest_value", "inf")]
 
 
 @pytest.mark.parametrize("layout,column,bad", OI_CASES)
