@@ -19,10 +19,13 @@ BARRIERS    Barrier-option positions (structured notes): ``ts`` (when known), ``
 ``conform`` turns a pandas DataFrame into a validated table of one of these schemas;
 it is the only place where column presence, types, time zones and NaN rules are
 checked generically. Loaders add their format-specific checks before calling it.
+Cached tables were checked when they were built: after changing a rule here, bump
+``feeds.loaders.LOADER_VERSION`` so no cache built under the old rules is reused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +45,19 @@ class Field:
     nullable: bool = False
     positive: bool = False  # strictly > 0 where not null
     nonnegative: bool = False
+    finite: bool = True  # numbers: no +-inf (NaN is governed by ``nullable``)
     doc: str = ""
+
+
+@dataclass(frozen=True)
+class Order:
+    """A rule between two fields of one row: ``later`` must be ``>`` (``strict``) or ``>=``
+    ``earlier`` wherever both are present; ``fix`` tells the user what to do."""
+
+    later: str
+    earlier: str
+    strict: bool = True
+    fix: str = "repair or drop the row"
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,9 @@ class Schema:
     name: str
     fields: tuple[Field, ...]
     sort_keys: tuple[str, ...] = ("ts",)
+    order: tuple[Order, ...] = ()  # row rules between fields, e.g. expiry > ts
+    unique: tuple[str, ...] = ()  # fields that identify a row (no two rows share them)
+    any_of: tuple[str, ...] = ()  # every row needs a value in at least one of these
 
     @property
     def arrow(self) -> pa.Schema:
@@ -74,7 +92,9 @@ BARS = Schema("bars", (
     Field("low", pa.float64(), positive=True, doc="USD"),
     Field("close", pa.float64(), positive=True, doc="USD"),
     Field("volume", pa.float64(), nonnegative=True, doc="base units (BTC)"),
-))
+), order=(Order("high", "low", strict=False,
+                fix="repair or remove the row (columns may be swapped)"),),
+   unique=("ts",))
 
 CHAIN = Schema("chain", (
     Field("ts", UTC_US, doc="snapshot time, UTC"),
@@ -82,11 +102,12 @@ CHAIN = Schema("chain", (
     Field("strike", pa.float64(), positive=True, doc="USD"),
     Field("right", pa.string(), doc="'C' or 'P'"),
     Field("open_interest", pa.float64(), nonnegative=True, doc="contracts"),
-    Field("mark_iv", pa.float64(), nullable=True, doc="fraction (0.55), NaN = no quote"),
+    Field("mark_iv", pa.float64(), nullable=True, positive=True,
+          doc="fraction (0.55), NaN = no quote"),
     Field("underlying_price", pa.float64(), positive=True,
           doc="the row's forward: listed future or synthetic, USD"),
     Field("multiplier", pa.float64(), positive=True, doc="underlying units per contract"),
-    Field("index_price", pa.float64(), required=False, nullable=True,
+    Field("index_price", pa.float64(), required=False, nullable=True, positive=True,
           doc="spot/index at snapshot, USD, when the data has it"),
     Field("underlying_index", pa.string(), required=False, nullable=True,
           doc="name of the forward, e.g. 'BTC-25MAR22' or 'SYN.BTC-1MAR22'"),
@@ -96,21 +117,24 @@ CHAIN = Schema("chain", (
     Field("gamma", pa.float64(), required=False, nullable=True, doc="vendor gamma per 1 USD"),
     Field("vega", pa.float64(), required=False, nullable=True, doc="vendor vega"),
     Field("theta", pa.float64(), required=False, nullable=True, doc="vendor theta"),
-), sort_keys=("ts", "expiry", "strike", "right"))
+), sort_keys=("ts", "expiry", "strike", "right"),
+   # one row per contract and snapshot is checked by the chain loader: Tardis quote
+   # streams repeat a contract within a snapshot before the last quote is picked
+   order=(Order("expiry", "ts", fix="drop the rows of contracts expired at the snapshot"),))
 
 FUNDING = Schema("funding", (
     Field("ts", UTC_US, doc="funding time (or day start for daily aggregates), UTC"),
     Field("rate_8h", pa.float64(), doc="fraction per 8 hours (1e-4 = 0.01%)"),
     Field("interval_h", pa.float64(), positive=True,
           doc="hours covered by the row: 8 for per-payment rows, 24 for daily means"),
-))
+), unique=("ts",))
 
 PERP_OI = Schema("perp_oi", (
     Field("ts", UTC_US),
     Field("oi_btc", pa.float64(), nullable=True, nonnegative=True, doc="open interest, BTC"),
     Field("oi_usd", pa.float64(), required=False, nullable=True, nonnegative=True,
           doc="open interest, USD"),
-))
+), unique=("ts",), any_of=("oi_btc", "oi_usd"))
 
 LIQUIDATIONS = Schema("liquidations", (
     Field("ts", UTC_US),
@@ -124,7 +148,9 @@ FUTURES = Schema("futures", (
     Field("expiry", UTC_US, doc="future expiry, UTC"),
     Field("price", pa.float64(), positive=True, doc="USD"),
     Field("instrument", pa.string(), required=False, nullable=True, doc="e.g. 'BTC-25MAR22'"),
-), sort_keys=("ts", "expiry"))
+), sort_keys=("ts", "expiry"),
+   order=(Order("expiry", "ts", fix="drop the quotes taken at or after the future's expiry"),),
+   unique=("ts", "expiry"))
 
 BARRIERS = Schema("barriers", (
     Field("ts", UTC_US, doc="when the position is known (usable from then on), UTC"),
@@ -136,23 +162,39 @@ BARRIERS = Schema("barriers", (
     Field("dealer_side", pa.float64(), doc="+1 dealers long the option, -1 short"),
     Field("iv", pa.float64(), required=False, nullable=True, positive=True,
           doc="implied volatility as a fraction; NaN = the chain's ATM IV"),
-), sort_keys=("ts", "expiry", "strike"))
+), sort_keys=("ts", "expiry", "strike"),
+   order=(Order("expiry", "ts", fix="repair or drop the row"),))
 
 
-def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa.Table:
+def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>", *,
+            names: Mapping[str, str] | None = None) -> pa.Table:
     """Validate ``df`` against ``schema`` and return a canonical Arrow table.
 
     Checks: required columns present; timestamps tz-aware (converted to UTC);
-    numeric columns castable; no NaN in non-nullable fields; ``positive`` /
-    ``nonnegative`` bounds. Extra columns are dropped (loaders map vendor columns to
+    numeric columns castable; no NaN in non-nullable fields; no infinity in ``finite``
+    fields (all numbers by default); ``positive`` / ``nonnegative`` bounds; the
+    schema's row rules: ``order`` between fields (``expiry > ts``), ``any_of`` (a
+    value in at least one of the fields) and ``unique`` keys. Extra columns are dropped (loaders map vendor columns to
     canonical names before calling). Optional columns that are absent are not added.
     Rows are sorted by ``schema.sort_keys`` (stable).
+
+    ``names`` maps canonical columns to the file's own column names, which the errors
+    then name instead (``fundingRate`` rather than ``rate_8h``).
 
     Raises
     ------
     DataError
         Naming ``source``, the first offending row (0-based, in ``df`` order) and column.
     """
+    if names:
+        try:
+            return conform(df, schema, source)
+        except DataError as exc:
+            if exc.column not in names:
+                raise
+            raise DataError(exc.problem, source=exc.source, row=exc.row,
+                            column=names[exc.column], expected=exc.expected,
+                            fix=exc.fix) from None
     if len(df) == 0:
         raise DataError("no data rows", source=source,
                         expected=f"at least one {schema.name} row",
@@ -182,6 +224,7 @@ def conform(df: pd.DataFrame, schema: Schema, source: str = "<DataFrame>") -> pa
             out[f.name] = col.astype("string")
         _check_values(out[f.name], f, source)
     frame = pd.DataFrame(out)
+    _check_rows(out, schema, source)
     frame = frame.sort_values(list(schema.sort_keys), kind="stable", ignore_index=True)
     fields = [schema.arrow.field(n) for n in frame.columns]
     return pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
@@ -215,6 +258,15 @@ def _check_values(col: pd.Series, f: Field, source: str) -> None:
         raise DataError("missing value", source=source, row=i, column=f.name,
                         expected=f"a value in every row ({f.doc or f.name})",
                         fix="drop or repair the row (e.g. DataFrame.dropna())")
+    if f.finite and pa.types.is_floating(f.type):
+        vals = col.to_numpy(dtype="float64", na_value=np.nan)
+        inf = np.isinf(vals)
+        if inf.any():
+            i = int(np.flatnonzero(inf)[0])
+            raise DataError(f"value {float(vals[i])!r} is not finite", source=source, row=i,
+                            column=f.name, expected=f"a finite number ({f.doc or f.name})",
+                            fix="repair or drop the row (leave the cell empty only where "
+                                "a missing value is allowed)")
     if f.positive or f.nonnegative:
         vals = col.to_numpy(dtype="float64", na_value=np.nan)
         bad = (vals <= 0) if f.positive else (vals < 0)
@@ -222,6 +274,107 @@ def _check_values(col: pd.Series, f: Field, source: str) -> None:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             bound = "> 0" if f.positive else ">= 0"
-            raise DataError(f"value {vals[i]!r} out of range", source=source, row=i,
+            raise DataError(f"value {float(vals[i])!r} out of range", source=source, row=i,
                             column=f.name, expected=f"{bound} ({f.doc or f.name})",
                             fix="repair or drop the row")
+
+
+def _check_rows(columns: Mapping[str, pd.Series], schema: Schema, source: str) -> None:
+    """The schema's row rules (``order``, ``any_of``, ``unique``), rows in column order."""
+    for rule in schema.order:
+        if rule.later not in columns or rule.earlier not in columns:
+            continue
+        later, earlier = columns[rule.later], columns[rule.earlier]
+        ok = later > earlier if rule.strict else later >= earlier
+        bad = (~ok.fillna(True) & later.notna() & earlier.notna()).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            op = ">" if rule.strict else ">="
+            word = "after" if rule.strict else "at or above"
+            raise DataError(f"{rule.later} {later.iloc[i]} is not {word} {rule.earlier} "
+                            f"{earlier.iloc[i]}", source=source, row=i, column=rule.later,
+                            expected=f"{rule.later} {op} {rule.earlier} in every row",
+                            fix=rule.fix)
+    present = [name for name in schema.any_of if name in columns]
+    if present:
+        empty = pd.DataFrame({n: columns[n] for n in present}).isna().all(axis=1)
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy(dtype=bool))[0])
+            raise DataError(f"no value in any of {present}", source=source, row=i,
+                            column=present[0], expected=f"a value in at least one of {present}",
+                            fix="drop or repair the row")
+    keys = [name for name in schema.unique if name in columns]
+    if keys and len(keys) == len(schema.unique):
+        frame = pd.DataFrame({k: columns[k] for k in keys})
+        dup = frame.duplicated(keys, keep="first").to_numpy()
+        if dup.any():
+            i = int(np.flatnonzero(dup)[0])
+            same = (frame == frame.iloc[i]).all(axis=1).to_numpy()
+            first = int(np.flatnonzero(same)[0])
+            what = ", ".join(f"{k} {frame[k].iloc[i]}" for k in keys)
+            raise DataError(f"duplicated row ({what}; first at row {first})", source=source,
+                            row=i, column=keys[0],
+                            expected=f"one row per {'/'.join(keys)}",
+                            fix="drop the duplicated rows (DataFrame.drop_duplicates)")
+
+
+def check_overlap(table: pa.Table, role: str, source: str, *, first: pd.Timestamp,
+                  last: pd.Timestamp, until: str | None = None,
+                  lead: pd.Timedelta | None = None) -> None:
+    """Refuse an input none of whose rows falls in the bars' time span.
+
+    A row is in force from its ``ts`` (``lead`` earlier counts too: a value stays usable
+    for a while after its stamp) to its ``until`` column (e.g. ``expiry``) or its ``ts``.
+
+    Parameters
+    ----------
+    table
+        A canonical table with a ``ts`` column (and ``until`` when given).
+    role, source
+        How the input is named in the message (``oi``) and its file.
+    first, last
+        The first bar's open and the last bar's close, UTC.
+
+    Raises
+    ------
+    DataError
+        When no row is in force at any time in ``[first, last]``.
+    """
+    if table.num_rows == 0:
+        return
+    ts = pd.to_datetime(table.column("ts").to_numpy(), utc=True)
+    ends = ts if until is None else pd.to_datetime(table.column(until).to_numpy(), utc=True)
+    inside = (ts <= last) & (ends + (lead or pd.Timedelta(0)) >= first)
+    if not inside.any():
+        raise DataError(f"the {role} input covers none of the bars (its rows: {ts.min()} .. "
+                        f"{ends.max()}; the bars: {first} .. {last})", source=source,
+                        column="ts", expected="rows within the time span of the bars",
+                        fix="check the dates of both files")
+
+
+def check_table(table: pa.Table, schema: Schema, source: str) -> None:
+    """The value rules of :func:`conform` on a table already in canonical shape (one read
+    back from Parquet, e.g. a simulated market), without converting or sorting it.
+
+    Raises
+    ------
+    DataError
+        As :func:`conform`: NaN in a non-nullable field, infinity, a value out of its
+        bounds, a broken row rule; rows are 0-based in the table's order.
+    """
+    if table.num_rows == 0:
+        return
+    columns: dict[str, pd.Series] = {}
+    for f in schema.fields:
+        if f.name not in table.column_names:
+            continue
+        column = table.column(f.name)
+        if pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type):
+            values = pd.Series(column.to_numpy())  # nulls become NaN / NaT
+            if pa.types.is_timestamp(f.type):
+                values = values.dt.tz_localize("UTC")
+            _check_values(values, f, source)
+            columns[f.name] = values
+        elif not f.nullable and column.null_count:
+            _check_values(column.to_pandas(), f, source)
+    _check_rows(columns, schema, source)

@@ -1,12 +1,15 @@
 """The ``gammabt`` command line: demo, run, gex, simulate, basis, liq.
 
 Errors a user can fix print one line and exit 2; anything else prints one line and
-exits 1. ``--debug`` shows the traceback instead.
+exits 1. ``--debug`` shows the traceback instead. Commands that write check their
+outputs before any work (not an input, writable) and remove what they created when
+they fail (see :func:`_writes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,19 +114,143 @@ def _frame_table(frame: pd.DataFrame, title: str, max_rows: int = 40) -> None:
                       "use --out to save all)[/dim]")
 
 
-def _refuse_overwriting_inputs(outputs: dict[str, Path | None],
-                               inputs: dict[str, Path | tuple[Path, ...] | None]) -> None:
-    """An output that is one of the inputs would destroy it: refuse before any work."""
+def _input_paths(ctx: click.Context, kwargs: dict[str, Any], extra: tuple[str, ...],
+                 ) -> dict[Path, str]:
+    """Every input the command was given (its ``exists=True`` path options and the
+    ``extra`` parameters that name an existing path), resolved -> flag."""
     given: dict[Path, str] = {}
-    for flag, value in inputs.items():
-        for path in (value if isinstance(value, tuple) else (value,)):
-            if path is not None:
-                given[Path(path).resolve()] = flag
-    for flag, out in outputs.items():
-        if out is not None and Path(out).resolve() in given:
-            raise ConfigError(f"{flag} {out} is the {given[Path(out).resolve()]} input",
-                              column=flag, expected="an output path that is not an input",
-                              fix=f"choose another {flag} file name")
+    for param in ctx.command.params:
+        is_input = isinstance(param.type, click.Path) and param.type.exists
+        if not (is_input or param.name in extra) or param.name not in kwargs:
+            continue
+        value = kwargs[param.name]
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is not None and (is_input or Path(item).exists()):
+                given.setdefault(Path(item).resolve(), _flag(param))
+    return given
+
+
+def _flag(param: click.Parameter) -> str:
+    opts = getattr(param, "opts", None) or [param.name or "?"]
+    return max(opts, key=len)
+
+
+def _check_output(flag: str, path: Path, *, folder: bool, inputs: dict[Path, str]) -> None:
+    """Refuse, before any work, an output that is an input or cannot be written."""
+    where = path.resolve()
+    if where in inputs:
+        raise ConfigError(f"{flag} {path} is the {inputs[where]} input", column=flag,
+                          expected="an output path that is not an input",
+                          fix=f"choose another {flag} {'folder' if folder else 'file'} name")
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ConfigError(f"{flag} {path} is {kind}", column=flag,
+                          expected="a folder path" if folder else "a file path",
+                          fix=f"choose another {flag}")
+    parent = where if folder and path.is_dir() else where.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path} lies under {parent}, which is a file",
+                          column=flag,
+                          expected="an output path whose parents are folders",
+                          fix=f"choose another {flag}, or move that file away")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write in {parent} (permission denied)",
+                          column=flag, expected="a writable location",
+                          fix=f"choose another {flag}, or make the folder writable (chmod u+w)")
+
+
+def _new_top(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (what a failed
+    command must remove), or None when ``path`` exists."""
+    path = path.resolve()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _writes(*outputs: str, folders: tuple[str, ...] = (), inputs: tuple[str, ...] = (),
+            keep_partial: bool = False) -> Any:
+    """Decorate a command that writes ``outputs`` (parameter names; ``folders`` are
+    folder outputs, the rest files).
+
+    Before the command runs, an output that is one of its inputs (its ``exists=True``
+    path options and the ``inputs`` parameters naming an existing path), lies under a
+    file or in a folder it cannot write to is refused. When the command fails, every
+    output path (and parent folder) it created is removed again, so a failed command
+    leaves nothing behind; writers still write into temporary siblings and rename.
+    ``keep_partial`` (a resumable search) removes them only for user errors, which
+    happen before anything worth resuming exists.
+    """
+    def decorate(func: Any) -> Any:
+        import functools
+
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            given = _input_paths(ctx, kwargs, inputs)
+            flags = {p.name: _flag(p) for p in ctx.command.params}
+            fresh = []
+            for name in outputs:
+                value = kwargs.get(name)
+                if value is None:
+                    continue
+                path = Path(value)
+                _check_output(flags.get(name, name), path, folder=name in folders,
+                              inputs=given)
+                fresh.append(_new_top(path))
+            try:
+                return func(*args, **kwargs)
+            except BaseException as exc:
+                if not keep_partial or isinstance(exc, GammabtError):
+                    for top in fresh:
+                        _remove(top)
+                raise
+        command.outputs = outputs  # type: ignore[attr-defined]  # checked by a test
+        return command
+    return decorate
+
+
+def _remove(path: Path | None) -> None:
+    """Remove what a failed command created; a results folder that holds a finished run
+    (this command's, written before it failed, or a concurrent one's) is kept."""
+    import shutil
+
+    if path is None or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink():
+        finished = any((m.parent / "config.json").is_file() and not m.parent.name.startswith(".")
+                       for m in path.rglob("metrics.json"))
+        if not finished:
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _bars_span(bars: Any) -> dict[str, pd.Timestamp]:
+    """The first bar's open and the last bar's close (for feeds.schema.check_overlap)."""
+    from feeds.loaders import bar_freq
+
+    ts = pd.to_datetime(bars.column("ts").to_numpy(), utc=True)
+    return {"first": ts.min(), "last": ts.max() + bar_freq(bars)}
+
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def _table_out_option(ctx: click.Context, param: click.Parameter, value: Path | None,
+                      ) -> Path | None:
+    """Refuse a table output of an unsupported kind before any work is done."""
+    if value is not None and value.suffix not in TABLE_SUFFIXES:
+        flag = _flag(param)
+        raise ConfigError(f"{flag} {value}: unsupported output suffix "
+                          f"{value.suffix or '(none)'!r}", column=flag,
+                          expected=".parquet or .csv", fix=f"name the {flag} file *.parquet "
+                          "or *.csv")
+    return value
 
 
 def _write_table(frame: pd.DataFrame, out: Path) -> None:
@@ -135,6 +262,16 @@ def _write_table(frame: pd.DataFrame, out: Path) -> None:
         raise ConfigError(f"unsupported output suffix {out.suffix!r}", source=str(out),
                           expected=".parquet or .csv", fix="name the output file *.parquet")
     console.print(f"Wrote {len(frame)} rows to {out}")
+
+
+def _opt_name(name: str | None) -> str | None:
+    """Refuse a bad optimize --name before the market is prepared (it names a folder)."""
+    import re
+
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"--name {name!r} is not a folder name", column="--name",
+                          expected="letters, digits, _ . -", fix="e.g. --name lookback-sweep")
+    return name
 
 
 def _label_option(ctx: click.Context, param: click.Parameter, value: str | None,
@@ -159,6 +296,7 @@ def cli(debug: bool) -> None:
 @click.option("--days", default=DEMO_DAYS, show_default=True, type=int)
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
+@_writes("results_dir", folders=("results_dir",))
 def demo(scenario: str, seed: int, days: int, results_dir: Path) -> None:
     """Simulate a market, run the gamma-flip strategy on its perpetual, write a tearsheet."""
     from feeds.synthetic import simulate
@@ -300,6 +438,7 @@ def _build_config(config_file: Path | None, params: tuple[str, ...], terms: tupl
 @_run_options
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
+@_writes("results_dir", folders=("results_dir",))
 def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
             results_dir: Path, prepared_dir: Path | None, **options: Any) -> None:
     """Run one backtest and write results/<run_id>/ (metrics, trades, tearsheet)."""
@@ -321,6 +460,7 @@ def run_cmd(config_file: Path | None, params: tuple[str, ...], terms: tuple[str,
 @_run_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the prepared market into.")
+@_writes("out", folders=("out",))
 def prepare(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
             out: Path, prepared_dir: Path | None, **options: Any) -> None:
     """Load the inputs, compute every analytic over the full history, write --out.
@@ -363,7 +503,8 @@ def prepare(config_file: Path | None, params: tuple[str, ...], terms: tuple[str,
 @click.option("--walk-forward", "walk", metavar="train=180d,test=30d[,anchored]",
               help="Optimize per training window, run the winner on the next test window.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--name", help="Folder name: results/opt-NAME (default: a hash of the search).")
+@click.option("--name", callback=lambda ctx, param, value: _opt_name(value),
+              help="Folder name: results/opt-NAME (default: a hash of the search).")
 @click.option("--top", type=click.IntRange(min=1, max=50), default=3, show_default=True,
               help="Best trials re-run as run folders and compared (compare.html).")
 @click.option("--engine", type=click.Choice(["auto", "backtrader", "lean"]), default="auto",
@@ -374,6 +515,7 @@ def prepare(config_file: Path | None, params: tuple[str, ...], terms: tuple[str,
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
+@_writes("results_dir", folders=("results_dir",), keep_partial=True)
 def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str, ...],
              prepared_dir: Path | None, grid: tuple[str, ...], n_random: int | None,
              n_optuna: int | None, objective: str, constraints: tuple[str, ...],
@@ -409,15 +551,15 @@ def optimize(config_file: Path | None, params: tuple[str, ...], terms: tuple[str
               help="Bars to complete a chain without an underlying column.")
 @click.option("--dealer", default="auto", show_default=True,
               type=click.Choice(DEALERS))
-@click.option("--out", type=OUT_FILE,
+@click.option("--out", type=OUT_FILE, callback=_table_out_option,
               help="Save the full summary (.parquet or .csv).")
+@_writes("out")
 def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
     """Dealer gamma summary per snapshot: spot, GEX, flip, walls, regime."""
     from feeds.loaders import load_chain
     from gammabt.run import resolve_dealer
     from indicators.gamma import summarize
 
-    _refuse_overwriting_inputs({"--out": out}, {"--chain": chain, "--spot": spot})
     table = load_chain(chain, spot=spot)
     dealer = resolve_dealer(dealer, table)
     summary = summarize(table, dealer=dealer)
@@ -445,6 +587,7 @@ def gex(chain: Path, spot: Path | None, dealer: str, out: Path | None) -> None:
 @click.option("--real-bars", "real_bars", multiple=True, type=IN_FILE,
               help="Real hourly bars for --validate. [default: Bitstamp 2018-2022 and "
                    "Binance 2023-2026 from the real-data folder]")
+@_writes("out", folders=("out",), inputs=("scenario",))
 def simulate(scenario: str, days: int, freq: str, seed: int, out: Path | None,
              overwrite: bool, validate: bool, seeds: int, real_bars: tuple[Path, ...]
              ) -> None:
@@ -493,15 +636,16 @@ def _validate_simulator(scenario: str, seeds: int, real_bars: tuple[Path, ...]) 
               help="Spot bars; spot at t = close of the last bar closed at or before t.")
 @click.option("--tenors", default="30,60,90,120", show_default=True,
               help="Constant-maturity tenors in days.")
-@click.option("--out", type=OUT_FILE,
+@click.option("--out", type=OUT_FILE, callback=_table_out_option,
               help="Save the table (.parquet or .csv).")
+@_writes("out")
 def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) -> None:
     """Annualized futures basis per snapshot and expiry, plus constant maturities."""
     from feeds.derivs import load_futures
     from feeds.loaders import load_bars
+    from feeds.schema import check_overlap
     from indicators.basis import basis_table, constant_maturity
 
-    _refuse_overwriting_inputs({"--out": out}, {"--futures": futures, "--spot": spot})
     try:
         days = tuple(float(t) for t in tenors.split(","))
     except ValueError:
@@ -509,7 +653,9 @@ def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) 
                           expected="comma-separated days like 30,60,90",
                           fix="e.g. --tenors 30,90") from None
     paths = list(futures)
-    table = basis_table(load_futures(paths if len(paths) > 1 else paths[0]), load_bars(spot))
+    quotes, spot_bars = load_futures(paths if len(paths) > 1 else paths[0]), load_bars(spot)
+    check_overlap(quotes, "futures", str(paths[0]), **_bars_span(spot_bars))
+    table = basis_table(quotes, spot_bars)
     curve = constant_maturity(table, tenors=days)
     merged = table.merge(curve, on="ts", how="left")
     cols = ["ts", "expiry", "dte_days", "future", "spot", "basis_ann"]
@@ -525,23 +671,27 @@ def basis(futures: tuple[Path, ...], spot: Path, tenors: str, out: Path | None) 
               help="Open-interest history (else volume is used).")
 @click.option("--liquidations", type=IN_FILE,
               help="Observed liquidation events: they replace the estimate where present.")
-@click.option("--out", type=OUT_FILE,
+@click.option("--out", type=OUT_FILE, callback=_table_out_option,
               help="Save the per-bar lines (.parquet or .csv).")
-@click.option("--map-out", type=OUT_FILE,
+@click.option("--map-out", type=OUT_FILE, callback=_table_out_option,
               help="Save the full per-bar map (ts, price, long_usd, short_usd).")
+@_writes("out", "map_out")
 def liq(bars: Path, oi: Path | None, liquidations: Path | None, out: Path | None,
         map_out: Path | None) -> None:
     """Estimated liquidation levels per bar: nearest clusters below/above and the map."""
     from feeds.derivs import load_liquidations, load_open_interest
     from feeds.loaders import load_bars
+    from feeds.schema import check_overlap
     from indicators.liquidation import estimate_liq_map
 
-    _refuse_overwriting_inputs({"--out": out, "--map-out": map_out},
-                               {"--bars": bars, "--oi": oi, "--liquidations": liquidations})
-    liq_map = estimate_liq_map(load_bars(bars),
-                               oi=None if oi is None else load_open_interest(oi),
-                               liquidations=None if liquidations is None
-                               else load_liquidations(liquidations))
+    bars_table = load_bars(bars)
+    span = _bars_span(bars_table)
+    oi_table = None if oi is None else load_open_interest(oi)
+    liq_table = None if liquidations is None else load_liquidations(liquidations)
+    for role, table, path in (("oi", oi_table, oi), ("liquidations", liq_table, liquidations)):
+        if table is not None:  # an estimate from volume alone would hide the mismatch
+            check_overlap(table, role, str(path), **span)
+    liq_map = estimate_liq_map(bars_table, oi=oi_table, liquidations=liq_table)
     cols = ["ts", "liq_below", "liq_below_usd", "liq_above", "liq_above_usd", "liq_usd_within"]
     _frame_table(liq_map.lines[cols], "Liquidation clusters (USD at risk)")
     if out is not None:
@@ -578,6 +728,7 @@ def _print_frame(frame: pd.DataFrame, title: str) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results/studies/regime"), show_default=True)
+@_writes("out", folders=("out",))
 def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | None,
                  horizons: str, by: str | None, delay: str | None, dealer: str,
                  n_boot: int, seed: int, out: Path) -> None:
@@ -616,7 +767,8 @@ def study_regime(chains: tuple[Path, ...], bars: tuple[Path, ...], spot: Path | 
               help="Half-width of the event window.")
 @click.option("--calm", default="21D", show_default=True,
               help="Length of the calm baseline before the window.")
-@click.option("--out", type=OUT_FILE, help="Save the table (.parquet or .csv).")
+@click.option("--out", type=OUT_FILE, callback=_table_out_option, help="Save the table (.parquet or .csv).")
+@_writes("out")
 def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, ...],
                  spot: tuple[Path, ...], funding: Path | None, oi: Path | None,
                  chains: tuple[Path, ...], window: str, calm: str, out: Path | None) -> None:
@@ -625,8 +777,6 @@ def study_events(at: tuple[str, ...], bars: tuple[Path, ...], perp: tuple[Path, 
 
     spans = [parse_duration(text, name=flag, example="7D")
              for flag, text in (("--window", window), ("--calm", calm))]
-    _refuse_overwriting_inputs({"--out": out}, {"--bars": bars, "--perp": perp,
-                                                "--spot": spot})
     table = events_study(parse_dates(at), bars, perp=perp, spot=spot, funding=funding, oi=oi,
                          chains=chains, window=spans[0], calm=spans[1])
     cols = [c for c in ("event", "segment", "n_bars", "ret", "vol_ann", "max_drawdown",
@@ -668,6 +818,7 @@ def _delay(text: str) -> pd.Timedelta:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results/studies/basis"), show_default=True)
+@_writes("out", folders=("out",))
 def study_basis(futures: tuple[Path, ...], spot: tuple[Path, ...], funding: Path | None,
                 oi: Path | None, horizons: str, z: float, jump: float, window: int,
                 delay: str, n_boot: int, seed: int, out: Path) -> None:
@@ -707,6 +858,7 @@ def study_basis(futures: tuple[Path, ...], spot: tuple[Path, ...], funding: Path
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results/studies/liquidations"), show_default=True)
+@_writes("out", folders=("out",))
 def study_liquidations(market: Path | None, bars: tuple[Path, ...],
                        liquidations: Path | None, oi: Path | None, tolerances: str,
                        horizons: str, min_cluster_usd: float, burn_in: int, n_boot: int,
@@ -761,6 +913,8 @@ def study_liquidations(market: Path | None, bars: tuple[Path, ...],
               help="Also export the metrics table as Parquet.")
 @click.option("--results", "results_dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
+@_writes("out", "csv_out", "parquet_out", "results_dir", folders=("results_dir",),
+         inputs=("runs",))
 def compare_cmd(runs: tuple[str, ...], out: Path | None, csv_out: Path | None,
                 parquet_out: Path | None, results_dir: Path) -> None:
     """Compare 2 to 50 runs (ids, label globs or folders) on one offline HTML page."""
@@ -774,9 +928,15 @@ def compare_cmd(runs: tuple[str, ...], out: Path | None, csv_out: Path | None,
 
 
 def _plot_out_option(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """Refuse a chart output of an unsupported kind before any work, naming the flag."""
     from gammabt.runpage import check_plot_out
 
-    return check_plot_out(value)
+    try:
+        return check_plot_out(value)
+    except ConfigError as exc:
+        flag = _flag(param)
+        raise ConfigError(f"{flag} {value}: {exc.problem}", column=flag,
+                          expected=exc.expected, fix=exc.fix) from None
 
 
 @cli.group()
@@ -794,6 +954,7 @@ def plot() -> None:
               type=click.Choice(DEALERS))
 @click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
               help="Chart to write: .html (interactive, offline) or .png.")
+@_writes("out")
 def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,
              out: Path) -> None:
     """GEX by strike (calls, puts, net) with spot, flip and walls marked."""
@@ -840,6 +1001,7 @@ def plot_gex(chain: Path, spot: Path | None, at: tuple[str, ...], dealer: str,
 @click.option("--oi", type=IN_FILE, help="Open-interest history (else volume is used).")
 @click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
               help="Chart to write: .html (interactive, offline) or .png.")
+@_writes("out")
 def plot_liq(bars: Path, oi: Path | None, out: Path) -> None:
     """Estimated liquidation map (USD at risk by price and time) with the price path."""
     from feeds.derivs import load_open_interest
@@ -864,6 +1026,7 @@ def plot_liq(bars: Path, oi: Path | None, out: Path) -> None:
 @click.option("--spot", required=True, type=IN_FILE)
 @click.option("--out", required=True, type=OUT_FILE, callback=_plot_out_option,
               help="Chart to write: .html (interactive, offline) or .png.")
+@_writes("out")
 def plot_basis(futures: Path, spot: Path, out: Path) -> None:
     """Constant-maturity basis term structure over time (30/60/90/120 days)."""
     from feeds.derivs import load_futures
@@ -966,6 +1129,14 @@ def strategies() -> None:
                       f"{escape(', '.join(parts)) or '(no parameters)'}")
 
 
+def _os_error(exc: OSError) -> str:
+    """A file-system failure as where, what and how to fix it."""
+    where = exc.filename if exc.filename is not None else "a file"
+    what = exc.strerror or str(exc)
+    return (f"{where}: {what}; expected a readable input and a writable output location. "
+            "Fix: check the path, free disk space and the folder's permissions")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one readable line on error, traceback only with --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -974,8 +1145,15 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=args, prog_name="gammabt", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # one line, like every other user error
+        where = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            where = f"{ctx.command_path}: "
+        text = " ".join(exc.format_message().split())
+        fix = f" Fix: see '{ctx.command_path} --help'" if ctx is not None else ""
+        err_console.print(f"gammabt: error: {where}{text}{fix}", markup=False,
+                          soft_wrap=True)
         return exc.exit_code
     except click.Abort:
         err_console.print("gammabt: aborted")
@@ -988,7 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if debug:
             raise
-        err_console.print(f"gammabt: error: {exc}", markup=False, soft_wrap=True)
+        err_console.print(f"gammabt: error: {_os_error(exc)}", markup=False, soft_wrap=True)
         return 2
     except Exception as exc:
         if debug:

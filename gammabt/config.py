@@ -11,6 +11,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class RunConfig:
         delays = dict(delays.items() if isinstance(delays, Mapping) else delays)
         alias = values.pop("chain_delay", None)
         if alias is not None:
+            parse_delay("chain", alias, key="chain_delay")  # named as the user wrote it
             delays["chain"] = alias
         for f in dataclasses.fields(self):
             if f.name in ("files", "delays"):
@@ -123,31 +125,42 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        check_label(self.label)
+        check_label(self.label, source=None)  # from_mapping names the file
         cls = get_strategy(self.strategy)
         checked = check_params(cls, dict(self.params))
         object.__setattr__(self, "params", tuple(sorted(checked.items())))
+        if self.spot and not self.chain:
+            raise ConfigError("spot bars given without an option chain", column="spot",
+                              expected="--spot only with --chain (it completes a chain "
+                                       "that has no underlying price)",
+                              fix="drop --spot, or add the --chain it belongs to")
         if not self.bars and self.market is None:
             raise ConfigError("no price bars given", column="bars",
                               expected="--bars FILE or a simulated market folder",
                               fix="pass --bars path/to/bars.csv (or gammabt simulate first)")
-        for name, low, high in (("cash", 1e-9, float("inf")),
-                                ("commission_bps", 0.0, 1000.0),
-                                ("slippage_bps", 0.0, 1000.0),
-                                ("percent", 1e-9, 1000.0)):
+        for name, low, high, example in _RANGES:
             value = getattr(self, name)
-            if not (low <= value <= high):
+            if not (math.isfinite(value) and low <= value <= high):
+                upper = "" if math.isinf(high) else f", at most {high:g}"
                 raise ConfigError(f"{name}={value} out of range", column=name,
-                                  expected=f"a number in [{low:g}, {high:g}]",
-                                  fix=f"set {name} to a sensible value")
+                                  expected=f"a finite number {'>' if low else '>='} 0{upper}",
+                                  fix=f"set {name} to e.g. {example:g} "
+                                      f"(--{name.replace('_', '-')} or {name} = in TOML)")
         object.__setattr__(self, "terms", _freeze_terms(self.terms))
         if self.instrument not in INSTRUMENTS:
             raise ConfigError(f"unknown instrument {self.instrument!r}", column="instrument",
                               expected=f"one of {list(INSTRUMENTS)}",
                               fix="trade spot (default) or perp")
-        if not (0 <= self.front_min_dte < 3650):
-            raise ConfigError(f"front_min_dte={self.front_min_dte}", column="front_min_dte",
-                              expected="days in [0, 3650)", fix="e.g. 7")
+        if not (math.isfinite(self.front_min_dte) and 0 <= self.front_min_dte < 3650):
+            raise ConfigError(f"front_min_dte={self.front_min_dte} out of range",
+                              column="front_min_dte", expected="days in [0, 3650)",
+                              fix="set it to e.g. 7 (--front-min-dte 7 or front_min_dte = 7 "
+                                  "in TOML)")
+        if not (2 <= self.zscore_window <= 100_000):
+            raise ConfigError(f"zscore_window={self.zscore_window} out of range",
+                              column="zscore_window",
+                              expected="a whole number of observations in [2, 100000]",
+                              fix="set zscore_window = 30 (the default) in the TOML config")
         # spot longs are paid from cash: only a derivative can be levered
         limit = 100.0 if self.instrument == "spot" else \
             100.0 * self.resolved_terms()[self.instrument].leverage
@@ -166,16 +179,20 @@ class RunConfig:
         for name in ("max_staleness", "freq"):
             value = getattr(self, name)
             if value is not None:
-                parse_duration(value, name=name, minimum="nonnegative", example="26h")
+                parse_duration(value, name=name, example="26h" if name == "max_staleness" else "1h",
+                               minimum="positive" if name == "freq" else "nonnegative")
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None:
                 try:
                     stamp = pd.Timestamp(value)
                 except ValueError:
+                    stamp = pd.NaT
+                if pd.isna(stamp):
                     raise ConfigError(f"{name}={value!r} is not a date", column=name,
                                       expected="an ISO date such as 2022-01-01",
-                                      fix=f"pass --{'from' if name == 'start' else 'to'} YYYY-MM-DD") from None
+                                      fix=f"pass --{'from' if name == 'start' else 'to'} "
+                                          f"YYYY-MM-DD or {name} = YYYY-MM-DD in TOML")
                 if stamp.tzinfo is None:
                     stamp = stamp.tz_localize("UTC")
                 object.__setattr__(self, name, stamp.tz_convert("UTC").isoformat())
@@ -258,7 +275,13 @@ class RunConfig:
             raise ConfigError("delays must be a table", source=source, column="delays",
                               expected="[delays] with kind = \"duration\" lines",
                               fix='write e.g. [delays] chain = "1h"')
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:  # say where the value came from (the TOML file)
+            if exc.source is not None:
+                raise
+            raise ConfigError(exc.problem, source=source, row=exc.row, column=exc.column,
+                              expected=exc.expected, fix=exc.fix) from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
@@ -275,6 +298,7 @@ class RunConfig:
         for key in input_names():
             if key not in data:
                 continue
+            _check_path_value(key, data[key], str(path))
             if isinstance(data[key], list):
                 data[key] = [str((base / p).resolve()) for p in data[key]]
             elif not Path(data[key]).is_absolute():
@@ -284,6 +308,10 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+
+# name, low, high, example: the money and size settings, all finite
+_RANGES = (("cash", 1e-9, math.inf, 100_000.0), ("commission_bps", 0.0, 1000.0, 5.0),
+           ("slippage_bps", 0.0, 1000.0, 2.0), ("percent", 1e-9, 1000.0, 95.0))
 
 _NUMBER = (int, float)
 _SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -361,6 +389,17 @@ def _check_types(config: RunConfig) -> None:
                               f"set {f.name} to {what}")
 
 
+def _check_path_value(key: str, value: Any, source: str) -> None:
+    """An input in TOML is a path string (a list of them for kinds that repeat)."""
+    several = INPUT_SPECS[key].repeats
+    items = value if several and isinstance(value, list) else [value]
+    if isinstance(value, list) and not several or not all(isinstance(v, str) for v in items):
+        what = "a path string or a list of them" if several else "a path string"
+        raise ConfigError(f"{key} = {value!r} is not {what}", source=source, column=key,
+                          expected=what, fix=f'write {key} = "path/to/file" (relative to '
+                                             "the TOML file)")
+
+
 def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
     """``{"perp": {"taker_bps": 4}}`` (TOML ``[terms.perp]``) -> sorted, hashable tuples."""
     if isinstance(terms, dict):
@@ -369,10 +408,28 @@ def _freeze_terms(terms: Any) -> tuple[tuple[str, tuple[tuple[str, float], ...]]
         items = terms
     out = []
     for kind, values in items:
+        if not isinstance(values, dict | list | tuple):
+            raise ConfigError(f"terms.{kind} = {values!r} is not a table", column=f"terms.{kind}",
+                              expected=f"[terms.{kind}] with key = number lines",
+                              fix=f"write e.g. [terms.{kind}] taker_bps = 4, or --term "
+                                  f"{kind}.taker_bps=4")
         values = dict(values) if not isinstance(values, dict) else values
+        for field_name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{kind}.{field_name} = {value!r} is not a number",
+                                  column=f"{kind}.{field_name}", expected="a number",
+                                  fix=f"write e.g. [terms.{kind}] {field_name} = 4")
         out.append((str(kind), tuple(sorted(values.items()))))
     frozen = tuple(sorted(out))
-    resolve_terms({kind: dict(values) for kind, values in frozen})  # validates
+    for kind, values in frozen:  # validates, naming the user's key (perp.leverage)
+        try:
+            resolve_terms({kind: dict(values)})
+        except ConfigError as exc:
+            column = exc.column if exc.column in (None, "terms") else f"{kind}.{exc.column}"
+            fix = exc.fix if column in (None, "terms") else \
+                f"{exc.fix} (--term {column}=VALUE or [terms.{kind}] {exc.column} = VALUE)"
+            raise ConfigError(exc.problem, source=exc.source, row=exc.row, column=column,
+                              expected=exc.expected, fix=fix) from None
     return frozen
 
 

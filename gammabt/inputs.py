@@ -275,8 +275,12 @@ def delayable() -> list[str]:
     return [name for name, spec in INPUT_SPECS.items() if spec.delay is not None]
 
 
-def parse_delay(kind: str, value: Any, source: str = "delays") -> pd.Timedelta:
-    """A ``--delay`` / ``[delays]`` entry as a non-negative Timedelta (ConfigError else)."""
+def parse_delay(kind: str, value: Any, source: str | None = None, *,
+                key: str | None = None) -> pd.Timedelta:
+    """A ``--delay`` / ``[delays]`` entry as a non-negative Timedelta (ConfigError else).
+
+    ``key`` is how the user wrote it (``chain_delay`` for the alias; default
+    ``delays.<kind>``); ``source`` the file or "command line", when known here."""
     spec = INPUT_SPECS.get(kind)
     if spec is None or spec.delay is None:
         import difflib
@@ -287,10 +291,10 @@ def parse_delay(kind: str, value: Any, source: str = "delays") -> pd.Timedelta:
         else:
             why = "is not an input kind"
             fix = f"did you mean {hint[0]!r}?" if hint else "e.g. chain=1h"
-        raise ConfigError(f"{source}: {kind!r} {why}", column="delays",
+        raise ConfigError(f"delay of {kind!r}: it {why}", source=source, column="delays",
                           expected=f"one of {delayable()}", fix=fix)
-    delay = parse_duration(value, name=kind, minimum="nonnegative", source=source)
-    return delay
+    return parse_duration(value, name=key or f"delays.{kind}", minimum="nonnegative",
+                          source=source)
 
 
 def format_duration(delay: pd.Timedelta) -> str:

@@ -35,6 +35,7 @@ from feeds.legs import (
     with_lines,
 )
 from feeds.loaders import bar_freq
+from feeds.schema import check_overlap
 from gammabt.analyzers import EquityCurve, OrderLog, PositionLog, TradeLog
 from gammabt.broker import AccountBroker
 from gammabt.config import RunConfig, input_names, input_sha256
@@ -44,7 +45,7 @@ from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
 from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
-from plumbing.timeconv import duration_us
+from plumbing.timeconv import duration_us, parse_duration
 from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity
 
@@ -153,6 +154,7 @@ def load_inputs(config: RunConfig) -> MarketInputs:
     delays = {name: item.describe() for name, item in loaded.items()}
     bars = _drop_available(tables["bars"]).to_pandas()
     window_bounds(bars["ts"], config)  # refuse an empty window before the analytics
+    _refuse_disjoint_inputs(tables, bars, config)
     summary = strikes = None
     chain = tables.get("chain")
     if chain is not None:
@@ -313,6 +315,23 @@ def _with_volume_of(bars: pd.DataFrame, perp: pa.Table) -> pd.DataFrame:
     out = bars.copy()
     out["volume"] = volume.reindex(bars["ts"]).fillna(0.0).to_numpy()
     return out
+
+
+def _refuse_disjoint_inputs(tables: dict[str, pa.Table | None], bars: pd.DataFrame,
+                            config: RunConfig) -> None:
+    """Open interest, liquidations and barrier books that lie wholly outside the bars are
+    refused here: their coverage lines (the liquidation map, the book's GEX) have values
+    even then (the map falls back to volume), so the run's coverage check cannot see it."""
+    first = bars["ts"].iloc[0]
+    last = bars["ts"].iloc[-1] + bar_freq(bars)
+    stale = parse_duration(config.max_staleness, name="max_staleness", minimum="nonnegative")
+    for role, until, lead in (("oi", None, stale),
+                              ("liquidations", None, pd.Timedelta(0)),
+                              ("barriers", "expiry", pd.Timedelta(0))):
+        paths = getattr(config, role)  # () unless given as files (a market's tables are not)
+        if paths and tables.get(role) is not None:
+            check_overlap(tables[role], role, ", ".join(paths), first=first, last=last,
+                          until=until, lead=lead)
 
 
 def window_bounds(ts: pd.Series | pd.DatetimeIndex, config: RunConfig) -> tuple[int, int]:

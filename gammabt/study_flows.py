@@ -25,6 +25,7 @@ on, against control bars without a touch (direction = the bar's own direction).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +130,14 @@ def basis_study(futures: Sequence[Path], spot: Sequence[Path], *,
     if not futures or not spot:
         raise ConfigError("no futures or no spot file given", column="--futures",
                           expected="--futures FILE and --spot FILE", fix="pass both")
-    if not (z > 0 and jump > 0 and window >= 2):
-        raise ConfigError(f"z={z}, jump={jump}, window={window}", column="z",
-                          expected="z > 0, jump > 0, window >= 2", fix="e.g. --z 3 --jump 0.03")
+    for name, value, ok, expected, example in (
+            ("z", z, math.isfinite(z) and z > 0, "a finite number > 0", "3"),
+            ("jump", jump, math.isfinite(jump) and jump > 0, "a finite fraction > 0", "0.03"),
+            ("window", window, window >= 2, "at least 2 observations", "30"),
+            ("boot", n_boot, n_boot >= 100, "at least 100 resamples", "2000")):
+        if not ok:  # name the flag the user gave
+            raise ConfigError(f"--{name} {value} out of range", column=f"--{name}",
+                              expected=expected, fix=f"e.g. --{name} {example}")
     bars = _concat_bars(spot)
     fut = load_futures(list(futures) if len(futures) > 1 else futures[0])
     lines = basis_funding_lines(bars, futures=fut, funding=None, zscore_window=window)

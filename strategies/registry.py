@@ -123,9 +123,13 @@ def check_params(cls: type[bt.Strategy], params: dict[str, object]) -> dict[str,
     for key, value in params.items():
         if key not in known:
             raise ConfigError(f"unknown parameter {key!r} for strategy {owner}",
-                              column="params", expected=f"one of {sorted(known)}",
+                              column=key, expected=f"one of {sorted(known)}",
                               fix=did_you_mean(key, known))
-        out[key] = check_value(owner, key, value, known[key], ranges.get(key))
+        try:
+            out[key] = check_value(owner, key, value, known[key], ranges.get(key))
+        except ConfigError as exc:  # name the user's key, not the container
+            raise ConfigError(exc.problem, source=exc.source, column=key,
+                              expected=exc.expected, fix=exc.fix) from None
     return out
 
 

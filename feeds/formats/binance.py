@@ -112,7 +112,8 @@ def _map_funding_api(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mappe
     c = column_lookup(df.columns)
     return Mapped(pd.DataFrame({
         "ts": to_utc(df[c["fundingtime"]], c["fundingtime"], src),
-        "rate_8h": to_float(df[c["fundingrate"]], c["fundingrate"], src), "interval_h": 8.0}))
+        "rate_8h": to_float(df[c["fundingrate"]], c["fundingrate"], src), "interval_h": 8.0}),
+        {"ts": c["fundingtime"], "rate_8h": c["fundingrate"]})
 
 
 def _map_funding_download(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mapped:
@@ -122,12 +123,14 @@ def _map_funding_download(df: pd.DataFrame, src: str, _options: LoadOptions) -> 
     bad = ~(hours > 0).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"funding interval {hours.iloc[i]!r} not positive", source=src,
+        raise DataError(f"funding interval {float(hours.iloc[i])!r} not positive", source=src,
                         row=i, column="funding_interval_hours", expected="hours > 0",
                         fix="repair the row")
     rate = to_float(df[c["last_funding_rate"]], c["last_funding_rate"], src)
     return Mapped(pd.DataFrame({"ts": to_utc(df[c["calc_time"]], c["calc_time"], src),
-                                "rate_8h": rate * 8.0 / hours, "interval_h": hours}))
+                                "rate_8h": rate * 8.0 / hours, "interval_h": hours}),
+                  {"ts": c["calc_time"], "rate_8h": c["last_funding_rate"],
+                   "interval_h": c.get("funding_interval_hours", "funding_interval_hours")})
 
 
 # ---------------------------------------------------------------------- open interest
@@ -138,7 +141,8 @@ def _map_oi_api(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mapped:
                         "oi_btc": to_float(df[c["sumopeninterest"]], c["sumopeninterest"], src)})
     if "sumopeninterestvalue" in c:
         out["oi_usd"] = to_float(df[c["sumopeninterestvalue"]], c["sumopeninterestvalue"], src)
-    return Mapped(out)
+    return Mapped(out, {"ts": c["timestamp"], "oi_btc": c["sumopeninterest"],
+                        "oi_usd": c.get("sumopeninterestvalue", "oi_usd")})
 
 
 def _map_oi_download(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mapped:
@@ -150,7 +154,8 @@ def _map_oi_download(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mappe
     if "sum_open_interest_value" in c:
         out["oi_usd"] = to_float(df[c["sum_open_interest_value"]], c["sum_open_interest_value"],
                                  src)
-    return Mapped(out)
+    return Mapped(out, {"ts": c["create_time"], "oi_btc": c["sum_open_interest"],
+                        "oi_usd": c.get("sum_open_interest_value", "oi_usd")})
 
 
 # ----------------------------------------------------------------------- liquidations
@@ -175,8 +180,14 @@ def _map_force_order(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mappe
                       column=c["side"], what="side", expected="SELL or BUY")
     price = _first_positive(df, c, ("averageprice", "price"), src)
     size = _first_positive(df, c, ("executedqty", "quantity", "origqty", "qty"), src)
+    # errors name the file's first column of each (price and size may come from two)
+    names = {canon: c[k] for canon, keys in (("price", ("averageprice", "price")),
+                                             ("size", ("executedqty", "quantity", "origqty",
+                                                       "qty")))
+             for k in reversed(keys) if k in c}
     return Mapped(pd.DataFrame({"ts": to_utc(df[c["time"]], c["time"], src), "side": side,
-                                "price": price, "size": size}))
+                                "price": price, "size": size}),
+                  {"ts": c["time"], "side": c["side"], **names})
 
 
 def _first_positive(df: pd.DataFrame, c: dict[str, str], names: Sequence[str],

@@ -24,7 +24,8 @@ def _map_daily_mean(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mapped
     day = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%Y-%m-%d")
     return Mapped(pd.DataFrame({
         "ts": day + pd.Timedelta(days=1),
-        "rate_8h": to_float(df[c["funding_mean"]], c["funding_mean"], src), "interval_h": 24.0}))
+        "rate_8h": to_float(df[c["funding_mean"]], c["funding_mean"], src), "interval_h": 24.0}),
+        {"ts": c["date"], "rate_8h": c["funding_mean"]})
 
 
 def _map_8h_sheet(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mapped:
@@ -32,7 +33,7 @@ def _map_8h_sheet(df: pd.DataFrame, src: str, _options: LoadOptions) -> Mapped:
     ts = to_utc(df[c["date"]], c["date"], src, naive_utc=True, fmt="%d/%m/%y %H:%M")
     return Mapped(pd.DataFrame({
         "ts": ts, "rate_8h": to_float(df[c["fundingrate"]], c["fundingrate"], src),
-        "interval_h": 8.0}))
+        "interval_h": 8.0}), {"ts": c["date"], "rate_8h": c["fundingrate"]})
 
 
 def _detect_daily_mean(sniff: Sniff) -> int:

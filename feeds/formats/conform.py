@@ -130,6 +130,12 @@ def check_bars(frame: pd.DataFrame, source: str, *, order: Order,
     """
     for name in OHLCV:
         frame[name] = to_float(frame[name], name, source)
+        inf = np.isinf(frame[name].to_numpy())
+        if inf.any():  # before the OHLC checks, which would blame another column
+            i = int(np.flatnonzero(inf)[0])
+            raise DataError(f"value {float(frame[name].iloc[i])!r} is not finite",
+                            source=source, row=i, column=name, expected="a finite number",
+                            fix="repair or remove the row")
     o, h, lo, c = (frame[n].to_numpy() for n in ("open", "high", "low", "close"))
     checks = (
         (h < lo, "high", "high < low", "high >= low"),

@@ -16,7 +16,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feeds.schema import BARS, CHAIN, FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, Schema
+from feeds.schema import (
+    BARS,
+    CHAIN,
+    FUNDING,
+    FUTURES,
+    LIQUIDATIONS,
+    PERP_OI,
+    Schema,
+    check_table,
+)
 from indicators.errors import ConfigError, DataError
 from plumbing.atomic import write_dir_atomic
 
@@ -179,6 +188,13 @@ def load_market(folder: str | Path) -> Market:
                                 source=str(path),
                                 expected=f"the {schema.name} table ({', '.join(schema.names)})",
                                 fix="re-create the folder with `gammabt simulate`")
+            try:  # a hand-edited or damaged table: the loaders' value rules apply too
+                check_table(tables[name], schema, str(path))
+            except DataError as exc:
+                raise DataError(exc.problem, source=exc.source, row=exc.row,
+                                column=exc.column, expected=exc.expected,
+                                fix=f"{exc.fix}, or re-create the folder with "
+                                    "`gammabt simulate`") from None
     return Market(**tables, scenario=str(info.get("scenario", "")),
                   seed=int(info.get("seed", 0)), params=info.get("params", {}),
                   meta=info.get("meta", {}))
