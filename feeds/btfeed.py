@@ -73,8 +73,8 @@ from feeds.pit import (
     exact_indices,
     group_offsets,
 )
-from indicators.errors import ConfigError, DataError
 from plumbing.aliases import DurationLike, TableLike
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import duration_us, modal_spacing_us, to_epoch_us
 
 FloatArray = npt.NDArray[np.float64]

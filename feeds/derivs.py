@@ -58,8 +58,8 @@ from feeds.formats.conform import check_unique, conform
 from feeds.formats.deribit import future_expiry
 from feeds.formats.dispatch import load_table, read_mapped
 from feeds.loaders import load_bars
-from indicators.errors import DataError
 from plumbing.aliases import PathLike
+from plumbing.errors import DataError
 
 __all__ = [
     "future_expiry",

@@ -49,8 +49,8 @@ import pyarrow as pa
 
 from feeds.btfeed import FeedArrays, FloatArray, GammaFeed, IntArray, _timeframe
 from feeds.pit import US_PER_DAY
-from indicators.errors import DataError
 from plumbing.aliases import TableLike
+from plumbing.errors import DataError
 from plumbing.timeconv import to_epoch_us
 
 LINES_LEG = ("fresh", "settle", "dte", "funding_rate")

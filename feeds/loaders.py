@@ -33,8 +33,8 @@ from feeds.formats.sniffing import sniff_file
 from feeds.formats.times import to_utc
 from feeds.schema import BARS
 from feeds.schema import conform as conform_schema
-from indicators.errors import ConfigError, DataError
 from plumbing.aliases import DurationLike, PathLike, TableLike, TimeLike
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import (
     bar_spacing,
     from_epoch_us,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from indicators.errors import ConfigError, InputError
+from plumbing.errors import ConfigError, InputError
 from plumbing.timeconv import to_epoch_us
 
 IntArray = npt.NDArray[np.int64]

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 UTC_US = pa.timestamp("us", tz="UTC")
 

@@ -136,7 +136,7 @@ from feeds.sim.config import list_scenarios, resolve
 from feeds.sim.engine import make_grid, run, start_us_of
 from feeds.sim.market import Market, load_market
 from feeds.sim.output import build_tables
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from plumbing.timeconv import duration_us
 
 __all__ = ["Market", "list_scenarios", "load_market", "simulate"]

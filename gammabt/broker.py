@@ -57,7 +57,7 @@ import backtrader as bt
 import pandas as pd
 
 from feeds.legs import Leg
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 KINDS = ("spot", "perp", "future", "front")
 LEDGER_COLUMNS = ("ts", "instrument", "kind", "qty", "price", "amount_usd")

@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS
-from indicators.errors import ConfigError, GammabtError
 from plumbing.atomic import write_atomic
+from plumbing.errors import ConfigError, GammabtError
 from plumbing.timeconv import parse_duration
 
 # Rich wraps to 80 columns when stdout is not a terminal; tables need more room.

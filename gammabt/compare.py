@@ -25,9 +25,9 @@ import pandas as pd
 from gammabt.index import resolve_runs
 from gammabt.pages import esc, fig_html, fmt_metric, plotlyjs_name, render, write_plotlyjs
 from gammabt.report import BENCHMARK_KEYS, RETURN_KEYS, compute_metrics
-from indicators.errors import ConfigError
 from plumbing.atomic import write_atomic
 from plumbing.atomic import write_text_atomic as _write_text
+from plumbing.errors import ConfigError
 
 __all__ = ["DIRECTION", "MAX_RUNS", "RunData", "common_window", "config_diff",
            "load_runs", "metrics_table", "rolling_window", "write_compare"]

@@ -25,7 +25,7 @@ from feeds.cache import file_sha256
 from gammabt.broker import Terms, resolve_terms
 from gammabt.index import check_label
 from gammabt.inputs import DEALERS, INPUT_SPECS, INSTRUMENTS, Dealer, Instrument, parse_delay
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from plumbing.timeconv import parse_duration
 from strategies.registry import check_params, get_strategy
 

@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 
 from gammabt.inputs import INPUT_SPECS
-from indicators.errors import ConfigError
 from plumbing.atomic import write_atomic
+from plumbing.errors import ConfigError
 
 __all__ = ["COLUMNS", "HEADLINE", "INDEX_NAME", "LABEL_PATTERN", "IndexWarning", "check_label",
            "load_index", "rebuild_index", "resolve_runs", "run_folders", "run_row",

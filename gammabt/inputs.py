@@ -45,9 +45,9 @@ from feeds.derivs import (
 )
 from feeds.loaders import chain_delay, load_bars, load_chain
 from feeds.pit import asof_indices, asof_take, available_at_us
-from indicators.errors import ConfigError, DataError
 from indicators.gamma import DEALERS as GAMMA_DEALERS
 from indicators.gamma import Dealer as GammaDealer
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import duration_us, parse_duration, timedelta_us, to_epoch_us
 
 #: Dealer positioning for GEX: ``auto`` (explicit positions when the chain has them,

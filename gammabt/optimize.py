@@ -50,8 +50,8 @@ import pyarrow.parquet as pq
 from feeds.pit import US_PER_DAY
 from gammabt.config import RunConfig
 from gammabt.run import PreparedMarket, run
-from indicators.errors import ConfigError, GammabtError
 from plumbing.atomic import write_atomic, write_dir_atomic, write_text_atomic
+from plumbing.errors import ConfigError, GammabtError
 from plumbing.timeconv import parse_duration, to_epoch_us
 from strategies.params import strategy_params
 from strategies.registry import check_params, get_strategy

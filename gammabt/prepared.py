@@ -29,8 +29,8 @@ import pyarrow as pa
 from feeds.btfeed import FeedArrays, LazySnapshots, Snapshots
 from feeds.legs import Leg
 from gammabt.run import PreparedMarket
-from indicators.errors import DataError
 from plumbing.atomic import write_dir_atomic
+from plumbing.errors import DataError
 
 FORMAT = 2  # 2: publication delays per input kind (``delays``)
 MANIFEST = "market.json"

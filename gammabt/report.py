@@ -12,7 +12,7 @@ Conventions
   (a naive index is taken to be UTC already). Inputs are never modified.
 - Missing days (NaN) are dropped: statistics are computed on observed days, as
   QuantStats does. Infinite values, returns below -100 %, duplicated or unsorted dates
-  raise :class:`~indicators.errors.InputError`.
+  raise :class:`~plumbing.errors.InputError`.
 - The benchmark is a return **series** (buy and hold on the same bars), never a ticker,
   so QuantStats has nothing to download. Benchmark figures are computed on the dates
   both series have.
@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 
 from gammabt.plotting import configure_matplotlib, quiet_report_warnings
-from indicators.errors import ConfigError, InputError
 from plumbing.aliases import PathLike
 from plumbing.atomic import temp_sibling, write_text_atomic
+from plumbing.errors import ConfigError, InputError
 
 __all__ = [
     "BENCHMARK_KEYS",

@@ -43,8 +43,8 @@ from gammabt.inputs import AVAILABLE_AT, INPUT_SPECS, load_all, staleness, value
 from gammabt.report import account_metrics, compute_metrics
 from indicators import barrier, gamma
 from indicators.basis import basis_table, constant_maturity, funding_apr, rolling_zscore
-from indicators.errors import ConfigError, DataError
 from indicators.liquidation import LiqMap, estimate_liq_map
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import duration_us, parse_duration
 from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity

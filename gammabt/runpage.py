@@ -357,7 +357,7 @@ def write_report_page(result: Any, path: str | Path, *, plotlyjs_dir: str | Path
 
 def check_plot_out(path: str | Path) -> Path:
     """``path`` when it names an ``.html`` or ``.png`` file; ConfigError otherwise."""
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     path = Path(path)
     if path.suffix.lower() not in (".html", ".png"):
@@ -383,7 +383,7 @@ def write_figure_page(fig: Any, path: str | Path, *, title: str,
 
 def _write_png(fig: Any, path: Path, *, title: str, notes: list[str], height: int) -> Path:
     """The chart as a PNG (title and notes on top), written atomically."""
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     image = fig.__class__(fig)  # a copy: the caller's figure keeps its layout
     subtitle = "<br><sup>" + "; ".join(notes) + "</sup>" if notes else ""

@@ -22,7 +22,6 @@ import pandas as pd
 
 from feeds.loaders import bar_freq, load_bars, load_chain
 from gammabt.inputs import INPUT_SPECS
-from indicators.errors import ConfigError, DataError
 from indicators.events import (
     bootstrap_mean_ci,
     bootstrap_ratio,
@@ -33,6 +32,7 @@ from indicators.events import (
 )
 from indicators.gamma import summarize
 from plumbing.atomic import write_atomic, write_text_atomic
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import parse_duration, timedelta_us, to_epoch_us
 
 MEASURES = ("vol_ann", "abs_ret", "ret", "max_adverse")

@@ -21,10 +21,10 @@ import pandas as pd
 
 from feeds.loaders import bar_freq, load_chain
 from gammabt.study import _concat_bars
-from indicators.errors import ConfigError
 from indicators.events import path_measures
 from indicators.gamma import summarize
 from indicators.liquidation import estimate_liq_map
+from plumbing.errors import ConfigError
 
 WINDOW = pd.Timedelta("7D")
 CALM = pd.Timedelta("21D")

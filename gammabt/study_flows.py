@@ -42,13 +42,13 @@ from gammabt.study import (
     write_study,
 )
 from indicators.basis import dislocations, funding_apr
-from indicators.errors import ConfigError, DataError
 from indicators.events import (
     bootstrap_ratio,
     cluster_touches,
     entry_index,
     permutation_pvalue,
 )
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import timedelta_us, to_epoch_us
 
 UNSIGNED = ("vol_ann", "abs_ret", "max_adverse")

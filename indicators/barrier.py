@@ -38,7 +38,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.special import ndtr
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from plumbing.timeconv import to_epoch_us
 
 __all__ = [

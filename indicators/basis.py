@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import duration_us, modal_spacing_us, to_epoch_us
 
 __all__ = [

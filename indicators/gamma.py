@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import from_epoch_us, to_epoch_us
 
 __all__ = [

@@ -88,7 +88,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import duration_us, modal_spacing_us, parse_duration, to_epoch_us
 
 Side = Literal["long", "short"]

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from indicators.errors import ConfigError, DataError
 from plumbing.aliases import DurationLike
+from plumbing.errors import ConfigError, DataError
 
 __all__ = [
     "bar_spacing",

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies.params import ParamRange
 from strategies.rules import finite, go_order
 

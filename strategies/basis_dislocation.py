@@ -45,7 +45,7 @@ from typing import ClassVar
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies.base import GammaStrategy, finite
 from strategies.params import ParamRange
 

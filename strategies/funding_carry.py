@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies.base import GammaStrategy, finite
 
 TOLERANCE_BTC = 1e-9

@@ -24,7 +24,7 @@ from types import ModuleType
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies.params import did_you_mean
 
 USER_MODULE_PREFIX = "gammabt_user_strategy_"

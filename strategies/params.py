@@ -34,7 +34,7 @@ from typing import TypeAlias
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 Bounds: TypeAlias = tuple[int, int] | tuple[float, float]
 Choices: TypeAlias = tuple[str, ...]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import backtrader as bt
 
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies.basis_dislocation import BasisDislocation
 from strategies.buy_and_hold import BuyAndHold
 from strategies.funding_carry import FundingCarry

@@ -39,7 +39,7 @@ from feeds.formats.sniffing import (
     to_float,
 )
 from feeds.formats.times import epoch_to_utc, to_utc
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 __all__ = ["FORMATS"]
 

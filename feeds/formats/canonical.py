@@ -26,7 +26,7 @@ from feeds.formats.chain_columns import iv_fraction
 from feeds.formats.sniffing import Sniff, column_lookup, map_values, read_table, to_float
 from feeds.formats.times import time_to_utc, to_utc
 from indicators.barrier import BARRIER_TYPES
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 __all__ = ["BARRIER_COLUMNS", "FORMATS"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from feeds.formats.sniffing import missing_columns, per_unique, to_float
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 __all__ = ["GREEKS", "iv_fraction", "optional_columns", "require_columns"]
 

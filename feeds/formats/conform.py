@@ -35,7 +35,7 @@ from feeds.schema import (
     Schema,
 )
 from feeds.schema import conform as conform_schema
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from plumbing.timeconv import to_epoch_us
 
 __all__ = ["SCHEMAS", "UNIQUE_KEYS", "check_bars", "check_unique", "conform"]

@@ -27,7 +27,7 @@ from feeds.formats.base import Format, LoadOptions, Mapped
 from feeds.formats.chain_columns import GREEKS, iv_fraction, optional_columns, require_columns
 from feeds.formats.sniffing import Sniff, read_table, to_float
 from feeds.formats.times import epoch_to_utc, iso_to_utc
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from plumbing.timeconv import from_epoch_us, to_epoch_us
 
 __all__ = ["EXPIRY_HOUR", "FORMATS", "MONTHS", "future_expiry", "parse_instruments"]

@@ -39,8 +39,8 @@ from feeds.formats.conform import SCHEMAS, conform
 from feeds.formats.sniffing import Sniff, per_unique, sniff_file
 from feeds.formats.times import to_utc_bound
 from feeds.schema import UTC_US
-from indicators.errors import ConfigError, DataError
 from plumbing.aliases import PathLike, TimeLike
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import from_epoch_us, modal_spacing_us, timedelta_us, to_epoch_us
 
 __all__ = [

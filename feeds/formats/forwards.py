@@ -15,7 +15,7 @@ from feeds.formats import dispatch
 from feeds.formats.base import Format, LoadOptions, Mapped
 from feeds.formats.deribit import future_expiry
 from feeds.formats.sniffing import Sniff
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 __all__ = ["FORMATS"]
 

@@ -3,7 +3,7 @@
 A file is sniffed once (:func:`sniff_file`): gzip is detected from its magic bytes, a
 zip archive holding one CSV from ``PK``, Parquet from ``PAR1``; the first 64 KiB of
 text are kept for detection. Readers turn pandas' parser errors into
-:class:`~indicators.errors.DataError` naming the 0-based data row (header lines
+:class:`~plumbing.errors.DataError` naming the 0-based data row (header lines
 excluded). Cell helpers parse whole columns, reporting the first bad row.
 """
 
@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indicators.errors import DataError
 from plumbing.aliases import PathLike
+from plumbing.errors import DataError
 
 __all__ = [
     "Sniff",

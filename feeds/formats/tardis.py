@@ -17,7 +17,7 @@ from feeds.formats.base import Format, LoadOptions, Mapped
 from feeds.formats.chain_columns import GREEKS, iv_fraction, optional_columns, require_columns
 from feeds.formats.sniffing import Sniff, per_unique, read_csv, read_parquet, to_float
 from feeds.formats.times import epoch_to_utc
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from plumbing.timeconv import from_epoch_us, timedelta_us, to_epoch_us
 
 __all__ = ["FORMATS"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from indicators.errors import ConfigError, DataError
 from plumbing.aliases import TimeLike
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import from_epoch_us
 
 __all__ = [

@@ -4,7 +4,7 @@ Resolution order (later wins): ``_defaults.toml`` -> the preset named in ``base`
 any, recursively) -> the scenario file -> ``overrides`` passed to ``simulate``.
 Every key must exist in ``_defaults.toml`` (item tables such as ``[[shocks]]`` are
 checked against :data:`ITEM_DEFAULTS`); a wrong key or a value of the wrong type raises
-:class:`~indicators.errors.ConfigError` naming the file and key, with a "did you mean"
+:class:`~plumbing.errors.ConfigError` naming the file and key, with a "did you mean"
 hint.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from indicators.barrier import BARRIER_TYPES
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 DEFAULTS_FILE = SCENARIO_DIR / "_defaults.toml"

@@ -20,7 +20,7 @@ from feeds.sim.barriers import BarrierBook
 from feeds.sim.calendar import US_PER_DAY, US_PER_YEAR, listed_expiries, to_us
 from feeds.sim.options import OptionBook
 from feeds.sim.perps import LeverageBook
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 US_PER_MINUTE = 60_000_000
 US_PER_HOUR = 60 * US_PER_MINUTE

@@ -26,8 +26,8 @@ from feeds.schema import (
     Schema,
     check_table,
 )
-from indicators.errors import ConfigError, DataError
 from plumbing.atomic import write_dir_atomic
+from plumbing.errors import ConfigError, DataError
 
 FORMAT = "gammabt.market/1"
 #: Tables every market folder has, in the order of the Market fields.

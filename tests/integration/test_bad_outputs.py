@@ -12,7 +12,7 @@ import pytest
 
 from feeds.synthetic import simulate
 from gammabt.cli import cli, main
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from tests.data.loader_fixtures import bars_frame, write_csv, write_generic_csv
 from tests.integration.test_bad_data_values import _canonical_chain, _chain_file
 

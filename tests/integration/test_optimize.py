@@ -18,7 +18,7 @@ from gammabt import optimize as opt
 from gammabt.config import RunConfig
 from gammabt.prepared import load_prepared, save_prepared
 from gammabt.run import MarketInputs, prepare, run
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from tests.data.hand_made import make_bars, make_summary
 
 GRID = ("lookback=6,12", "momentum_min=0.005,0.01")

@@ -9,7 +9,7 @@ import pytest
 
 from gammabt.cli import main
 from gammabt.study import attach_forward, parse_horizons, regime_study, regime_tables
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 MONTHS = ("202106", "202107", "202201", "202202", "202203", "202204")
 BITSTAMP = "ohlcv/Bitstamp_BTCUSD_1h.csv.gz"

@@ -255,7 +255,7 @@ def test_terms_from_toml_and_their_errors(tmp_path):
     assert terms["perp"].leverage == 5 and terms["perp"].taker_bps == 4
     assert terms["future"].taker_bps == config.commission_bps  # the run's taker fee
     assert config.to_dict()["terms"] == {"perp": {"leverage": 5, "taker_bps": 4}}
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown term perp.leverag"):
         RunConfig(bars="b.csv", terms={"perp": {"leverag": 5}})
@@ -269,7 +269,7 @@ def test_terms_from_toml_and_their_errors(tmp_path):
 
 
 def test_trading_the_perp_needs_perp_prices():
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     bars = flat_bars(np.full(5, 40_000.0))
     with pytest.raises(ConfigError, match="instrument 'perp' has no prices"):

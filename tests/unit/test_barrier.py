@@ -12,7 +12,7 @@ import pytest
 
 from indicators import barrier as br
 from indicators import gamma
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 PAIRS = [("down_in_put", "down_out_put"), ("up_in_call", "up_out_call"),
          ("down_in_call", "down_out_call"), ("up_in_put", "up_out_put")]

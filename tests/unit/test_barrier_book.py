@@ -10,7 +10,7 @@ import pytest
 from feeds.barriers import load_barriers
 from indicators import barrier as br
 from indicators import gamma
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from tests.unit.test_gamma import make_chain
 
 

@@ -15,7 +15,7 @@ from indicators.basis import (
     perp_premium,
     rolling_zscore,
 )
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 
 
 def _utc(*stamps: str) -> pd.Series:

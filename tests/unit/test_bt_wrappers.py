@@ -9,8 +9,8 @@ import pytest
 
 from indicators.basis import funding_apr, rolling_zscore
 from indicators.bt import FundingAPR, LiquidationPrice, ZScore
-from indicators.errors import ConfigError
 from indicators.liquidation import liquidation_price
+from plumbing.errors import ConfigError
 
 
 def _frame(n: int = 120, seed: int = 3) -> pd.DataFrame:

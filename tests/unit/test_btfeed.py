@@ -21,7 +21,7 @@ from feeds.btfeed import (
     bt_datenum,
     build_arrays,
 )
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 
 H = pd.Timedelta("1h")
 US = pd.Timedelta(1, "us")

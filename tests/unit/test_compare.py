@@ -11,7 +11,7 @@ import pytest
 from gammabt import compare
 from gammabt.cli import main
 from gammabt.pages import fmt_metric, plotlyjs_name
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from tests.data.runs import fake_run
 
 

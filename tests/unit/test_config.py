@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from gammabt.config import RunConfig, input_sha256
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 
 
 def test_params_are_cast_and_sorted():

@@ -15,7 +15,7 @@ from feeds.derivs import (
     load_liquidations,
     load_open_interest,
 )
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 MS_2024 = 1_704_067_200_000  # 2024-01-01 00:00 UTC in ms
 H_MS = 3_600_000
@@ -235,7 +235,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_several_futures_files_merge_drop_exact_duplicates_and_refuse_conflicts(tmp_path):
     from feeds.derivs import load_futures
-    from indicators.errors import DataError
+    from plumbing.errors import DataError
 
     header = "ts,expiry,price\n"
     a = tmp_path / "a.csv"

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from indicators.errors import ConfigError
 from indicators.events import (
     block_bootstrap_indices,
     bootstrap_mean_ci,
@@ -20,6 +19,7 @@ from indicators.events import (
     permutation_pvalue_reference,
     ratio_of_means,
 )
+from plumbing.errors import ConfigError
 
 HOUR_US = 3_600_000_000
 

@@ -11,7 +11,7 @@ import pytest
 from feeds.formats import dispatch
 from feeds.formats.base import KINDS
 from feeds.formats.conform import conform
-from indicators.errors import DataError
+from plumbing.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADER_FILES = sorted([*(ROOT / "feeds" / "formats").glob("*.py"),

@@ -19,7 +19,7 @@ import pytest
 from feeds.synthetic import simulate
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, basis_funding_lines, run
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from tests.data.hand_made import flat_bars
 from tests.unit.test_account import assert_identity
 

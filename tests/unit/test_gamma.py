@@ -13,7 +13,7 @@ import pytest
 from scipy.optimize import brentq
 
 from indicators import gamma
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 
 YEAR = 365 * 86400
 SUMMARY_COLUMNS = ["ts", "spot", "spot_source", "gex", "gex_call", "gex_put", "gamma_flip",

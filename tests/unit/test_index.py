@@ -13,7 +13,7 @@ import pytest
 from gammabt import index
 from gammabt.cli import main
 from gammabt.config import RunConfig
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from tests.data.runs import fake_run
 
 

@@ -30,7 +30,7 @@ from gammabt.inputs import (
 )
 from gammabt.run import build_legs, input_coverage, load_inputs, prepare, run
 from indicators import gamma
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 from tests.data.hand_made import flat_bars
 
 N = 72

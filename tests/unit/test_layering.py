@@ -16,11 +16,6 @@ ALLOWED = {
     "indicators": {"indicators", "plumbing"},
     "plumbing": {"plumbing"},
 }
-#: Single modules a package may import from a package above it. The error classes are
-#: due to move from indicators/errors.py to plumbing/errors.py; until then plumbing may
-#: raise them (indicators/errors.py itself imports nothing of ours).
-ALLOWED_MODULES = {"plumbing": {"indicators.errors"}}
-
 
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -41,13 +36,7 @@ def test_imports_flow_downward(path):
     package = path.relative_to(ROOT).parts[0]
     for name in _imports(path):
         top = name.split(".")[0]
-        if top in OURS and name not in ALLOWED_MODULES.get(package, set()):
+        if top in OURS:
             assert top in ALLOWED[package], f"{path.name}: {package} must not import {name}"
         if package == "indicators" and path.name != "bt.py":
             assert top != "backtrader", f"{path.name}: only indicators/bt.py may import backtrader"
-
-
-def test_errors_module_imports_nothing_of_ours():
-    """What lets plumbing import indicators.errors without a cycle."""
-    names = _imports(ROOT / "indicators" / "errors.py")
-    assert not {n.split(".")[0] for n in names} & OURS

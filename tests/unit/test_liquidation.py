@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from indicators.errors import ConfigError, DataError
 from indicators.liquidation import (
     LiqMapParams,
     cluster_hit_rate,
@@ -17,6 +16,7 @@ from indicators.liquidation import (
     liq_map_reference,
     liquidation_price,
 )
+from plumbing.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------ prices
 

@@ -12,7 +12,7 @@ import pytest
 
 from feeds.loaders import bar_freq, detect_format, load_bars, resample_bars
 from feeds.schema import BARS, UTC_US
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 from tests.data.loader_fixtures import (
     bars_frame,
     write_binance_klines,

@@ -13,7 +13,7 @@ import pytest
 
 from feeds.loaders import detect_format, load_bars, load_chain
 from feeds.schema import CHAIN, UTC_US
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from tests.data.loader_fixtures import (
     TARDIS_ROW,
     bars_frame,

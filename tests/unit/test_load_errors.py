@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feeds.loaders import load_bars, load_chain
-from indicators.errors import DataError
+from plumbing.errors import DataError
 from tests.data.loader_fixtures import (
     deribit_hourly_frame,
     optionsdx_frame,

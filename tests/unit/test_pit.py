@@ -13,7 +13,7 @@ from feeds.pit import (
     exact_indices,
     group_offsets,
 )
-from indicators.errors import ConfigError, InputError
+from plumbing.errors import ConfigError, InputError
 from plumbing.timeconv import modal_spacing_us as modal_spacing
 from plumbing.timeconv import to_epoch_us
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from indicators.errors import ConfigError, DataError
 from plumbing.atomic import write_atomic, write_dir_atomic, write_text_atomic
+from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import (
     bar_spacing,
     duration_us,

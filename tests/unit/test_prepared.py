@@ -83,7 +83,7 @@ def test_prepared_round_trip_is_memory_mapped(full_config, tmp_path) -> None:
 
 
 def test_prepared_settings_must_match(full_config) -> None:
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     prepared = prepare(full_config)
     other = dataclasses.replace(full_config, max_staleness="2h")

@@ -24,7 +24,7 @@ from gammabt.report import (
     compute_metrics,
     write_tearsheet,
 )
-from indicators.errors import ConfigError, InputError
+from plumbing.errors import ConfigError, InputError
 
 ANN = 365
 

@@ -16,7 +16,7 @@ from feeds.schema import BARS, CHAIN, FUNDING, FUTURES, LIQUIDATIONS, PERP_OI, c
 from feeds.sim.calendar import from_us, listed_expiries, to_us
 from feeds.sim.perps import LeverageBook, liquidation_price
 from feeds.synthetic import Market, list_scenarios, load_market, simulate
-from indicators.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 
 SCENARIOS = ("calm", "gamma_squeeze_down", "basis_unwind", "long_gamma_pin")
 

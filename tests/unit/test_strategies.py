@@ -8,7 +8,7 @@ import pytest
 
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, daily_returns, run
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from tests.data.hand_made import flat_bars, make_bars, make_summary
 
 

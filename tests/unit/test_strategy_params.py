@@ -12,7 +12,7 @@ import pytest
 
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, run
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies import buy_and_hold, gamma_flip
 from strategies.buy_and_hold import BuyAndHold
 from strategies.gamma_flip import GammaFlip

@@ -312,7 +312,7 @@ class LongerFlip(GammaFlip):
 
 
 def test_refuses_what_run_refuses(market) -> None:
-    from indicators.errors import ConfigError, DataError
+    from plumbing.errors import ConfigError, DataError
 
     other = RunConfig(strategy="gamma_flip", bars="unused.csv", zscore_window=10)
     with pytest.raises(ConfigError, match="zscore_window"):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from indicators import gamma
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from tests.unit.test_gamma import GREEK_CASES, bs_delta, frame, make_chain, one_row
 
 

@@ -47,7 +47,7 @@ def test_dealers_have_positive_vanna_before_the_shock() -> None:
 
 
 def test_unknown_switch_value_is_refused() -> None:
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     with pytest.raises(ConfigError):
         simulate("vanna_crash", days=1, seed=1, overrides={"dealers": {"vanna_hedge": 1.5}})
@@ -80,7 +80,7 @@ def test_barrier_book_gamma_changes_sign_where_the_closed_form_says(seed: int) -
 
 
 def test_barrier_items_are_checked() -> None:
-    from indicators.errors import ConfigError
+    from plumbing.errors import ConfigError
 
     item = {"type": "down_in_putt", "moneyness": 0.9, "barrier_moneyness": 0.8}
     with pytest.raises(ConfigError, match="down_in_put"):

@@ -15,7 +15,7 @@ import pytest
 
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, run
-from indicators.errors import ConfigError
+from plumbing.errors import ConfigError
 from strategies.registry import STRATEGIES
 from tests.data.hand_made import flat_bars
 from tests.unit.test_account import assert_identity
