@@ -36,6 +36,7 @@ import operator
 import os
 import re
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -88,11 +89,26 @@ class Dimension:
 
 def _number(text: str, key: str) -> float:
     try:
-        return float(text)
+        value = float(text)
+        problem = None if math.isfinite(value) else "is not finite"
     except ValueError:
-        raise ConfigError(f"--grid {key}: {text!r} is not a number", column=key,
-                          expected="k=a,b,c or k=lo:hi:step or k=lo:hi",
-                          fix=f"e.g. --grid {key}=6,12,24") from None
+        value, problem = math.nan, "is not a number"
+    if problem is not None:
+        raise ConfigError(f"--grid {key}: {text!r} {problem}", column=key,
+                          expected="k=a,b,c or k=lo:hi:step or k=lo:hi with finite numbers",
+                          fix=f"e.g. --grid {key}=6,12,24")
+    return value
+
+
+def _check_value(cls: type, key: str, value: Any, spec: str) -> Any:
+    """``value`` checked against the strategy's declared range, the error naming the
+    ``--grid`` option it came from (not ``--param``)."""
+    try:
+        return check_params(cls, {key: value})[key]
+    except ConfigError as exc:
+        raise ConfigError(f"--grid {spec}: {exc.problem}", column=key, expected=exc.expected,
+                          fix=f"keep every value of --grid {key} within that range"
+                          ) from None
 
 
 def parse_dimension(spec: str, strategy: str) -> Dimension:
@@ -120,8 +136,8 @@ def parse_dimension(spec: str, strategy: str) -> Dimension:
         if high < low:
             raise ConfigError(f"--grid {spec!r}: high < low", column=key,
                               expected="lo <= hi", fix="swap the bounds")
-        check_params(cls, {key: int(low) if integer else low})
-        check_params(cls, {key: int(high) if integer else high})
+        _check_value(cls, key, int(low) if integer else low, spec)
+        _check_value(cls, key, int(high) if integer else high, spec)
         if len(parts) == 2:
             return Dimension(key, low=low, high=high, integer=integer)
         step = _number(parts[2], key)
@@ -133,7 +149,7 @@ def parse_dimension(spec: str, strategy: str) -> Dimension:
         values = [int(round(v)) if integer else round(v, 12) for v in raw]
     else:
         values = [v.strip() for v in text.split(",") if v.strip()]
-    checked = tuple(dict.fromkeys(check_params(cls, {key: v})[key] for v in values))
+    checked = tuple(dict.fromkeys(_check_value(cls, key, v, spec) for v in values))
     return Dimension(key, values=checked, integer=integer)
 
 
@@ -307,18 +323,20 @@ def _pool_eval(tasks: list[Task], folder: str) -> list[dict[str, Any]]:
     return evaluate_batch(tasks, _market_in_worker(folder))
 
 
-def _dask_folder(key: str) -> str:
+def _dask_folder(copy: str) -> str:
+    """Where a worker unpacks the prepared market of one executor (``copy`` names the
+    market and the executor, so two optimizations never remove each other's copy)."""
     import tempfile
 
-    return os.path.join(tempfile.gettempdir(), f"gammabt-prepared-{key[:16]}")
+    return os.path.join(tempfile.gettempdir(), f"gammabt-prepared-{copy}")
 
 
-def _dask_cleanup(key: str) -> bool:
+def _dask_cleanup(copy: str) -> bool:
     """Run on every Dask worker when the executor closes: forget the market and remove
     this worker's unpacked copy of the prepared folder. True when something was removed."""
     import shutil
 
-    folder = _dask_folder(key)
+    folder = _dask_folder(copy)
     _WORKER_MARKETS.pop(folder, None)
     if not os.path.exists(folder):
         return False
@@ -326,9 +344,9 @@ def _dask_cleanup(key: str) -> bool:
     return True
 
 
-def _dask_eval(tasks: list[Task], blob: dict[str, bytes], key: str) -> list[dict[str, Any]]:
+def _dask_eval(tasks: list[Task], blob: dict[str, bytes], copy: str) -> list[dict[str, Any]]:
     """Dask task: unpack the shipped prepared folder once per worker, memory-map it."""
-    folder = _dask_folder(key)
+    folder = _dask_folder(copy)
     if folder not in _WORKER_MARKETS and not os.path.exists(os.path.join(folder, "market.json")):
         def fill(tmp: Path) -> None:
             for name, data in blob.items():
@@ -401,25 +419,35 @@ class DaskExecutor(Executor):
         quiet()
         self.cluster = None
         if scheduler is None:
+            import dask
+
             # loopback TCP even for threads (the in-process transport looks up the host's
-            # public address)
-            self.cluster = LocalCluster(n_workers=local_workers or 1, threads_per_worker=1,
-                                        processes=processes, host="127.0.0.1",
-                                        protocol="tcp://", dashboard_address=None,
-                                        silence_logs=logging.ERROR)
+            # public address). Two worker defaults slow these short pure-Python trials by
+            # a third and are off for the cluster we start (a user's own scheduler keeps
+            # its settings): MALLOC_TRIM_THRESHOLD_=65536 makes every numpy/pandas
+            # allocation return memory to the OS at once, and the statistical profiler
+            # samples the running task's stack every 10 ms.
+            with dask.config.set({
+                    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                    "distributed.worker.profile.enabled": False}):
+                self.cluster = LocalCluster(n_workers=local_workers or 1, threads_per_worker=1,
+                                            processes=processes, host="127.0.0.1",
+                                            protocol="tcp://", dashboard_address=None,
+                                            silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         else:
             self.client = Client(scheduler)
         folder = Path(folder)
         blob = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
         self.key = json.loads(blob["market.json"])["key"]
+        self.copy = f"{self.key[:16]}-{uuid.uuid4().hex[:8]}"
         [self.blob] = self.client.scatter([blob], broadcast=True)
 
     def map_unordered(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         from distributed import as_completed
 
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
-        futures = [self.client.submit(_dask_eval, batch, self.blob, self.key, pure=False)
+        futures = [self.client.submit(_dask_eval, batch, self.blob, self.copy, pure=False)
                    for batch in batches(tasks, workers)]
         for future in as_completed(futures):
             yield from future.result()
@@ -427,7 +455,7 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         # every worker removes its unpacked copy of the prepared folder
         with contextlib.suppress(Exception):
-            self.client.run(_dask_cleanup, self.key)
+            self.client.run(_dask_cleanup, self.copy)
         # heartbeats racing the shutdown log closed-stream errors that mean nothing here
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.client.close()

@@ -370,6 +370,12 @@ OTHER_VALUES = [
       "--results", "{out}"], "lookback"),
     (["optimize", "--bars", "{bars}", "--grid", "lookback=2,3", "--name", "../up",
       "--results", "{out}"], "--name"),
+    (["optimize", "--bars", "{bars}", "--grid", "lookback=1:nan", "--random", "2",
+      "--no-progress", "--results", "{out}"], "lookback"),
+    (["optimize", "--bars", "{bars}", "--grid", "momentum_min=0:inf", "--random", "2",
+      "--no-progress", "--results", "{out}"], "momentum_min"),
+    (["optimize", "--bars", "{bars}", "--grid", "lookback=0:24:6", "--no-progress",
+      "--results", "{out}"], "lookback"),
 ]
 
 
@@ -385,7 +391,8 @@ def test_meaningless_values_of_other_commands(argv, key, tmp_path, capsys):
                                                                            index=False)
     out = tmp_path / "out"
     code = main([a.format(out=out, bars=bars, futures=futures) for a in argv])
-    _assert_one_line_error(capsys, code, f"'{key}'", "Fix:")
+    err = _assert_one_line_error(capsys, code, f"'{key}'", "Fix:")
+    assert "--param" not in err  # a bad --grid value is named as the --grid it came from
     assert not out.exists()
 
 

@@ -428,8 +428,9 @@ def test_dask_workers_remove_their_market_copy_on_close(prepared, base) -> None:
         task = opt.make_task(base, 0, {"lookback": 6}, opt._trial_hashes(market, base.strategy))
         [result] = list(dask.map_unordered([task]))
         assert result["engine"] == "lean"
-        copies = dask.client.run(lambda key: os.path.exists(opt._dask_folder(key)), dask.key)
+        copies = dask.client.run(lambda copy: os.path.exists(opt._dask_folder(copy)),
+                                 dask.copy)
         assert any(copies.values()), "a worker unpacked the market"
     finally:
         dask.close()
-    assert not os.path.exists(opt._dask_folder(dask.key))  # same host: same temp dir
+    assert not os.path.exists(opt._dask_folder(dask.copy))  # same host: same temp dir
