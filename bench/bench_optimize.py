@@ -12,11 +12,12 @@ as a memory-mapped folder.
    trials, and the largest metric difference per config over every metric both sides
    compute (relative; must be 0 or <= 1e-9).
 2. 1 -> 2 local workers speed-up; Dask ``LocalCluster`` (2 processes) vs the pool
-   (the SMA grid on warmed executors; the cluster's start is reported apart).
+   (the SMA grid on warmed executors, median of three sweeps; starting and closing
+   them is reported apart).
 3. Dispatch share: on a warmed pool of 2, a 64-config SMA grid; (wall time x workers
    - the trials' own time measured inside the workers) / the trials' own time.
 4. Peak resident memory (all processes, sampled every 0.1 s) of a random search of
-   ``N_RANDOM`` trials on a shorter market (``RANDOM_BARS`` bars).
+   ``N_RANDOM`` trials on a shorter market (``RANDOM_BARS`` bars), in a fresh process.
 
 Run: ``.venv/bin/python -m bench.bench_optimize`` (or ``make bench``). Environment
 ``BENCH_OPT_BARS``, ``BENCH_OPT_RANDOM`` and ``BENCH_OPT_RANDOM_BARS`` shrink it for a
@@ -26,8 +27,11 @@ quick look; ``BENCH_OPT_ONLY=random`` runs the memory part alone.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -163,6 +167,27 @@ def _timed(spec: opt.OptimizeSpec, market: Any, folder: Path, executor: opt.Exec
     return time.perf_counter() - started, trials
 
 
+REPEATS = 3
+
+
+def _repeated(spec: opt.OptimizeSpec, market: Any, folder: Path, executor: opt.Executor,
+              out: Path, closing: list[float]) -> tuple[float, pd.DataFrame]:
+    """Median wall time of ``REPEATS`` optimizations on one executor (each into a fresh
+    folder, so every trial runs), then the executor's close, timed into ``closing``."""
+    times, trials = [], None
+    try:
+        for _ in range(REPEATS):
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            trials = opt.optimize(spec, market, folder, executor, folder=out).trials
+            times.append(time.perf_counter() - started)
+    finally:
+        started = time.perf_counter()
+        executor.close()
+        closing.append(time.perf_counter() - started)
+    return float(np.median(times)), trials
+
+
 def _warmed(executor: opt.Executor, market: Any, workers: int) -> opt.Executor:
     """``executor`` after a buy-and-hold task per worker: processes started, modules
     imported, the market mapped (no indicator a timed trial could reuse)."""
@@ -284,25 +309,31 @@ def main() -> dict[str, Any]:
                 sma_spec = (spec, t_us, trials)
         spec, t_pool2, trials2 = sma_spec
         # from here on, warmed executors: the trials, not process start-up, are timed
-        t_pool1, _ = _timed(spec, market, folder, _warmed(opt.LocalPool(folder, 1), market, 1),
-                            work / "p1")
-        t_pool2w, _ = _timed(spec, market, folder, _warmed(opt.LocalPool(folder, 2), market, 2),
-                             work / "p2")
+        # (start and close of each executor are timed apart; the median of REPEATS
+        # sweeps, each into a fresh folder: single sweeps of 16 short trials are noisy)
+        closing: list[float] = []
+        t_pool1, _ = _repeated(spec, market, folder,
+                               _warmed(opt.LocalPool(folder, 1), market, 1), work / "p1",
+                               closing)
+        t_pool2w, _ = _repeated(spec, market, folder,
+                                _warmed(opt.LocalPool(folder, 2), market, 2), work / "p2",
+                                closing)
         started = time.perf_counter()
         dask = _warmed(opt.DaskExecutor(folder, local_workers=2), market, 2)
         t_dask_start = time.perf_counter() - started
-        t_dask, trials_dask = _timed(spec, market, folder, dask, work / "dask")
+        t_dask, trials_dask = _repeated(spec, market, folder, dask, work / "dask", closing)
         same = _same_rows(trials_dask, trials2)
         figures["workers"] = {"pool1_s": t_pool1, "pool2_s": t_pool2w,
                               "speedup_1_to_2": t_pool1 / t_pool2w, "dask2_s": t_dask,
                               "dask_vs_pool": t_dask / t_pool2w, "dask_identical": same,
-                              "dask_start_s": t_dask_start}
-        print(f"sma_cross, warmed executors: pool 1 worker {t_pool1:.2f} s, 2 workers "
+                              "dask_start_s": t_dask_start, "dask_close_s": closing[-1]}
+        print(f"sma_cross, warmed executors, median of {REPEATS}: pool 1 worker {t_pool1:.2f} s, 2 workers "
               f"{t_pool2w:.2f} s (speed-up {t_pool1 / t_pool2w:.2f}x); Dask LocalCluster 2 "
               f"{t_dask:.2f} s ({t_dask / t_pool2w:.2f}x the pool, identical rows: {same}; "
-              f"cluster start and warm-up {t_dask_start:.1f} s)")
+              f"cluster start and warm-up {t_dask_start:.1f} s, close {closing[-1]:.1f} s)")
         figures["dispatch"] = dispatch_share(market, folder, work)
-        figures["random"] = random_memory(work)
+        if N_RANDOM:
+            figures["random"] = random_memory_alone()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return figures
@@ -323,6 +354,17 @@ def dispatch_share(market: Any, folder: Path, work: Path) -> dict[str, Any]:
           f"the trials' time; engines: {_engines(trials)}")
     return {"n_trials": len(trials), "wall_s": wall, "trial_s_mean": busy / len(trials),
             "dispatch_share": share}
+
+
+def random_memory_alone() -> dict[str, Any]:
+    """:func:`random_memory` in a fresh process, so the figure is the search's own and
+    not the 20,000-bar market and baselines this process holds by then."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "random.json"
+        env = {**os.environ, "BENCH_OPT_ONLY": "random", "BENCH_OPT_JSON": str(out)}
+        subprocess.run([sys.executable, "-m", "bench.bench_optimize"], env=env, check=True,
+                       cwd=Path(__file__).resolve().parents[1])
+        return json.loads(out.read_text())
 
 
 def random_memory(work: Path) -> dict[str, Any]:
@@ -351,4 +393,7 @@ def random_memory(work: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    figures = main()
+    if os.environ.get("BENCH_OPT_JSON"):  # read back by random_memory_alone
+        Path(os.environ["BENCH_OPT_JSON"]).write_text(
+            json.dumps(figures.get("random", figures), default=str))

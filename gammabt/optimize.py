@@ -422,14 +422,20 @@ class DaskExecutor(Executor):
             import dask
 
             # loopback TCP even for threads (the in-process transport looks up the host's
-            # public address). Two worker defaults slow these short pure-Python trials by
-            # a third and are off for the cluster we start (a user's own scheduler keeps
-            # its settings): MALLOC_TRIM_THRESHOLD_=65536 makes every numpy/pandas
-            # allocation return memory to the OS at once, and the statistical profiler
-            # samples the running task's stack every 10 ms.
+            # public address). Worker defaults meant for long tasks on big machines slow
+            # these short pure-Python trials (by a third, measured on 2 cores) and are
+            # changed for the cluster we start (a user's own scheduler keeps its
+            # settings): MALLOC_TRIM_THRESHOLD_=65536 returns every numpy/pandas
+            # allocation to the OS at once; the statistical profiler samples the running
+            # task's stack every 10 ms; the event-loop tick (20 ms), memory monitor
+            # (100 ms) and system monitor (500 ms) wake five processes that share the
+            # trials' cores.
             with dask.config.set({
                     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                    "distributed.worker.profile.enabled": False}):
+                    "distributed.worker.profile.enabled": False,
+                    "distributed.admin.tick.interval": "1s",
+                    "distributed.worker.memory.monitor-interval": "1s",
+                    "distributed.admin.system-monitor.interval": "2s"}):
                 self.cluster = LocalCluster(n_workers=local_workers or 1, threads_per_worker=1,
                                             processes=processes, host="127.0.0.1",
                                             protocol="tcp://", dashboard_address=None,
