@@ -12,8 +12,8 @@ as a memory-mapped folder.
    trials, and the largest metric difference per config over every metric both sides
    compute (relative; must be 0 or <= 1e-9).
 2. 1 -> 2 local workers speed-up; Dask ``LocalCluster`` (2 processes) vs the pool
-   (the SMA grid on warmed executors, median of three sweeps; starting and closing
-   them is reported apart).
+   (a 64-config SMA grid on warmed executors, median of three sweeps; starting and
+   closing them is reported apart).
 3. Dispatch share: on a warmed pool of 2, a 64-config SMA grid; (wall time x workers
    - the trials' own time measured inside the workers) / the trials' own time.
 4. Peak resident memory (all processes, sampled every 0.1 s) of a random search of
@@ -283,7 +283,6 @@ def main() -> dict[str, Any]:
         print(f"{N_BARS} hourly bars, 16-config grids, 2 cores")
         print(f"{'grid':10s} {'optstrategy s':>13s} {'gammabt s':>10s} {'ratio':>6s} "
               f"{'max |diff|':>10s} {'max rel':>8s}  engines")
-        sma_spec = None
         for label, strategy_spec, cls, grid in (
                 ("sma_cross", "bench.bench_optimize:SmaCross", SmaCross, SMA_GRID),
                 ("gamma_flip", "gamma_flip", None, FLIP_GRID)):
@@ -305,32 +304,36 @@ def main() -> dict[str, Any]:
                               "max_metric_rel_diff": rel, "engines": _engines(trials),
                               "configs_per_s": len(trials) / t_us,
                               "mean_trial_s": float(trials["elapsed_s"].mean())}
-            if sma_spec is None:
-                sma_spec = (spec, t_us, trials)
-        spec, t_pool2, trials2 = sma_spec
         # from here on, warmed executors: the trials, not process start-up, are timed
-        # (start and close of each executor are timed apart; the median of REPEATS
-        # sweeps, each into a fresh folder: single sweeps of 16 short trials are noisy)
+        # (start and close of each executor are timed apart), on the 64-config SMA grid
+        # (the 16-config one is about a second of work: too short to time scaling) and
+        # as the median of REPEATS sweeps, each into a fresh folder
+        strategy = "bench.bench_optimize:SmaCross"
+        spec = opt.OptimizeSpec(base=RunConfig(strategy=strategy, bars="bench", borrow=True),
+                                dims=tuple(opt.parse_dimension(g, strategy)
+                                           for g in DISPATCH_GRID), engine="auto")
         closing: list[float] = []
         t_pool1, _ = _repeated(spec, market, folder,
                                _warmed(opt.LocalPool(folder, 1), market, 1), work / "p1",
                                closing)
-        t_pool2w, _ = _repeated(spec, market, folder,
-                                _warmed(opt.LocalPool(folder, 2), market, 2), work / "p2",
-                                closing)
+        t_pool2w, trials2 = _repeated(spec, market, folder,
+                                      _warmed(opt.LocalPool(folder, 2), market, 2),
+                                      work / "p2", closing)
         started = time.perf_counter()
         dask = _warmed(opt.DaskExecutor(folder, local_workers=2), market, 2)
         t_dask_start = time.perf_counter() - started
         t_dask, trials_dask = _repeated(spec, market, folder, dask, work / "dask", closing)
         same = _same_rows(trials_dask, trials2)
-        figures["workers"] = {"pool1_s": t_pool1, "pool2_s": t_pool2w,
-                              "speedup_1_to_2": t_pool1 / t_pool2w, "dask2_s": t_dask,
-                              "dask_vs_pool": t_dask / t_pool2w, "dask_identical": same,
-                              "dask_start_s": t_dask_start, "dask_close_s": closing[-1]}
-        print(f"sma_cross, warmed executors, median of {REPEATS}: pool 1 worker {t_pool1:.2f} s, 2 workers "
-              f"{t_pool2w:.2f} s (speed-up {t_pool1 / t_pool2w:.2f}x); Dask LocalCluster 2 "
-              f"{t_dask:.2f} s ({t_dask / t_pool2w:.2f}x the pool, identical rows: {same}; "
-              f"cluster start and warm-up {t_dask_start:.1f} s, close {closing[-1]:.1f} s)")
+        figures["workers"] = {"n_trials": len(trials2), "pool1_s": t_pool1,
+                              "pool2_s": t_pool2w, "speedup_1_to_2": t_pool1 / t_pool2w,
+                              "dask2_s": t_dask, "dask_vs_pool": t_dask / t_pool2w,
+                              "dask_identical": same, "dask_start_s": t_dask_start,
+                              "dask_close_s": closing[-1]}
+        print(f"sma_cross {len(trials2)} configs, warmed executors, median of {REPEATS}: "
+              f"pool 1 worker {t_pool1:.2f} s, 2 workers {t_pool2w:.2f} s (speed-up "
+              f"{t_pool1 / t_pool2w:.2f}x); Dask LocalCluster 2 {t_dask:.2f} s "
+              f"({t_dask / t_pool2w:.2f}x the pool, identical rows: {same}; cluster start "
+              f"and warm-up {t_dask_start:.1f} s, close {closing[-1]:.1f} s)")
         figures["dispatch"] = dispatch_share(market, folder, work)
         if N_RANDOM:
             figures["random"] = random_memory_alone()
