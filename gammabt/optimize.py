@@ -293,13 +293,12 @@ def evaluate_batch(tasks: Sequence[Task], market: PreparedMarket) -> list[dict[s
 
 def batches(tasks: Sequence[Task], workers: int, *, per_worker: int = 4,
             largest: int = 32) -> list[list[Task]]:
-    """``tasks`` dealt round-robin into about ``per_worker`` batches per worker (so work
-    stays balanced: neighbouring grid points, which often cost alike, land in different
-    batches) of at most ``largest`` tasks (so results flow steadily)."""
+    """``tasks`` cut into consecutive batches: about ``per_worker`` batches per worker
+    (so work stays balanced) of at most ``largest`` tasks (so results flow steadily)."""
     if not tasks:
         return []
-    n = min(len(tasks), max(per_worker * max(1, workers), math.ceil(len(tasks) / largest)))
-    return [list(tasks[i::n]) for i in range(n)]
+    size = max(1, min(largest, math.ceil(len(tasks) / (per_worker * max(1, workers)))))
+    return [list(tasks[i:i + size]) for i in range(0, len(tasks), size)]
 
 
 # ---------------------------------------------------------------------- executors
