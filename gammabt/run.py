@@ -46,6 +46,7 @@ from indicators.basis import basis_table, constant_maturity, funding_apr, rollin
 from indicators.liquidation import LiqMap, estimate_liq_map
 from plumbing.errors import ConfigError, DataError
 from plumbing.timeconv import duration_us, parse_duration
+from strategies.params import strategy_params
 from strategies.registry import STRATEGIES, get_strategy, strategy_source_sha256
 from strategies.sizing import PercentOfEquity
 
@@ -666,6 +667,35 @@ def coverage_problems(coverage: dict[str, dict[str, Any]], config: RunConfig) ->
     return warnings_
 
 
+def check_window_length(config: RunConfig, n_bars: int) -> None:
+    """Refuse a window shorter than the strategy's warm-up, when its rules declare one
+    (the Backtrader run and the lean engine refuse alike)."""
+    cls = get_strategy(config.strategy)
+    rules_class = cls.__dict__.get("rules_class")
+    if rules_class is None:
+        return
+    warmup = rules_class.from_params({**strategy_params(cls), **dict(config.params)}).warmup
+    if n_bars <= warmup:
+        raise ConfigError(f"the window has {n_bars} bars; {config.strategy} with these "
+                          f"parameters needs more than {warmup} before its first decision",
+                          column="--from/--to", expected=f"more than {warmup} bars",
+                          fix="widen --from/--to, or shorten the strategy's look-back")
+
+
+def _refuse_short_window(config: RunConfig, n_bars: int) -> None:
+    """Explain Backtrader's IndexError when a strategy's look-back is longer than the
+    window (its indicators need more bars than there are); other causes re-raise."""
+    params = {**strategy_params(get_strategy(config.strategy)), **dict(config.params)}
+    longer = sorted(f"{k}={v}" for k, v in params.items()
+                    if isinstance(v, int) and not isinstance(v, bool) and v >= n_bars)
+    if not longer:
+        return
+    raise ConfigError(f"the window has {n_bars} bars, and an indicator of the strategy "
+                      f"needs more (parameters at least that long: {', '.join(longer)})",
+                      column="--from/--to", expected="more bars than the strategy's "
+                      "look-back", fix="widen --from/--to, or shorten the look-back")
+
+
 def assemble_metrics(config: RunConfig, prepared: PreparedMarket, lo: int, hi: int, *,
                      equity: pd.DataFrame, orders: pd.DataFrame, trades: pd.DataFrame,
                      ledger: pd.DataFrame, positions: pd.DataFrame,
@@ -702,10 +732,15 @@ def run(config: RunConfig, inputs: MarketInputs | PreparedMarket | None = None) 
     prepared = inputs if isinstance(inputs, PreparedMarket) else prepare(config, inputs)
     lo, hi = window_bounds(pd.to_datetime(prepared.legs[0][1].open_us, unit="us", utc=True),
                            config)
+    check_window_length(config, hi - lo)
     coverage = input_coverage(prepared, config, lo, hi)
     warnings_ = coverage_problems(coverage, config)  # refuses inputs that cover nothing
     cerebro = build_cerebro(config, prepared)
-    strategy = cerebro.run()[0]
+    try:
+        strategy = cerebro.run()[0]
+    except IndexError:  # Backtrader's vectorized indicators read before the first bar
+        _refuse_short_window(config, hi - lo)
+        raise
     equity = strategy.analyzers.equity.get_analysis()
     orders = strategy.analyzers.orders.get_analysis()
     trades = strategy.analyzers.trades.get_analysis()

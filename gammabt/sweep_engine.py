@@ -47,6 +47,7 @@ from gammabt.run import (
     PreparedMarket,
     assemble_metrics,
     check_market,
+    check_window_length,
     coverage_problems,
     input_coverage,
     window_bounds,
@@ -138,6 +139,7 @@ def replay(config: RunConfig, market: PreparedMarket) -> LeanRun | Unsupported:
     check_market(config, market)  # as build_legs: the settings the market was built with
     spot = market.legs[0][1]
     lo, hi = window_bounds(pd.to_datetime(spot.open_us, unit="us", utc=True), config)
+    check_window_length(config, hi - lo)
     coverage = input_coverage(market, config, lo, hi)
     warnings_ = coverage_problems(coverage, config)
     [(leg, traded)] = [(g, a) for g, a in market.legs if g.name == config.instrument]

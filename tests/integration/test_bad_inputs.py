@@ -463,3 +463,12 @@ def test_an_iv_of_zero_in_a_percent_format_is_no_quote_not_zero_volatility(tmp_p
     table = load_chain(write_optionsdx(tmp_path / "btc_eod.txt", frame), cache=False)
     iv = table.to_pandas()["mark_iv"]
     assert iv.isna().sum() == 1 and (iv.dropna() > 0).all()
+
+
+def test_a_window_shorter_than_the_strategys_look_back(tmp_path, capsys):
+    bars = _hourly_bars(tmp_path / "bars.csv", "2024-01-01", 48)
+    results = tmp_path / "results"
+    code = main(["run", "--bars", str(bars), "--param", "lookback=60",
+                 "--results", str(results)])
+    _assert_one_line_error(capsys, code, "'--from/--to'", "48 bars", "Fix:")
+    assert not results.exists()

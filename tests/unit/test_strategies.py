@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from gammabt.config import RunConfig
 from gammabt.run import MarketInputs, daily_returns, run
 from plumbing.errors import ConfigError
+from strategies.base import GammaStrategy
 from tests.data.hand_made import flat_bars, make_bars, make_summary
 
 
@@ -154,3 +156,40 @@ def test_long_gamma_fade_sells_at_the_call_wall_and_buys_at_the_put_wall():
     position = result.equity["position"].to_numpy()
     assert (position[5:30] < 0).all()  # at the call wall: short
     assert (position[32:] > 0).all()  # at the put wall: long
+
+
+def test_a_window_shorter_than_the_look_back_is_refused_by_both_engines():
+    from gammabt import sweep_engine
+    from gammabt.run import prepare
+
+    bars = make_bars(n=8)
+    cfg = config(params=(("lookback", 12),))
+    market = prepare(cfg, MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05)))
+    for engine in (run, sweep_engine.replay):
+        with pytest.raises(ConfigError, match="8 bars.*more than 12"):
+            engine(cfg, market)
+    # one bar more than the look-back is enough
+    bars = make_bars(n=13)
+    result = run(cfg, MarketInputs(bars=bars, summary=make_summary(bars, -1.0, 1.05)))
+    assert len(result.equity) == 13
+
+
+class _LongLook(GammaStrategy):
+    """A strategy without per-bar rules whose indicator reads ``period`` bars back."""
+
+    params = (("period", 20),)
+    param_ranges = {"period": (1, 1000)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.move = bt.indicators.PercentChange(self.data.close, period=self.p.period)
+
+    def next(self) -> None:
+        self.go(1 if self.move[0] > 0 else 0)
+
+
+def test_backtraders_index_error_on_a_short_window_is_explained():
+    bars = make_bars(n=8)
+    cfg = config(strategy=f"{__name__}:_LongLook")
+    with pytest.raises(ConfigError, match="8 bars.*period=20"):
+        run(cfg, MarketInputs(bars=bars))
