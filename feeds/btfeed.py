@@ -448,29 +448,12 @@ def build_arrays(bars: TableLike, *, summary: TableLike | None = None, strikes: 
                 have = ~np.isnan(vals)
                 idx = asof_indices(close_us, us[have], stale[name])
                 lines[name] = asof_take(vals[have], idx)
-    if liq_lines is not None:
-        ll = _frame(liq_lines, "liq_lines")
-        _require(ll, "liq_lines", ("ts",))
-        if not any(c in ll.columns for c in LINES_LIQ):
-            raise DataError("none of the liquidation columns", source="liq_lines",
-                            expected=f"ts plus any of {list(LINES_LIQ)}",
-                            fix="pass the per-bar output of indicators.liquidation")
-        pos, ll = _per_bar(ll, "liq_lines", open_us)
-        for name in LINES_LIQ:
-            if name in ll.columns:
-                lines[name] = asof_take(_floats(ll, name, "liq_lines"), pos)
     lines.update({name: nan for name in LINES_BARRIER})
-    if barrier_lines is not None:
-        bl = _frame(barrier_lines, "barrier_lines")
-        _require(bl, "barrier_lines", ("ts",))
-        if not any(c in bl.columns for c in LINES_BARRIER):
-            raise DataError("none of the barrier columns", source="barrier_lines",
-                            expected=f"ts plus any of {list(LINES_BARRIER)}",
-                            fix="pass the per-bar output of indicators.barrier.barrier_book")
-        pos, bl = _per_bar(bl, "barrier_lines", open_us)
-        for name in LINES_BARRIER:
-            if name in bl.columns:
-                lines[name] = asof_take(_floats(bl, name, "barrier_lines"), pos)
+    for table, source, names, producer in (
+            (liq_lines, "liq_lines", LINES_LIQ, "indicators.liquidation"),
+            (barrier_lines, "barrier_lines", LINES_BARRIER, "indicators.barrier.barrier_book")):
+        if table is not None:
+            lines.update(_per_bar_lines(table, source, names, open_us, producer))
     lmap = None
     lines["liqmap_idx"] = np.full(n, -1.0)
     if liq_map is not None:
@@ -490,6 +473,21 @@ def available_us(df: pd.DataFrame, source: str) -> IntArray:
     when the frame has one, else its ``ts``; ``int64`` UTC microseconds."""
     column = AVAILABLE_AT if AVAILABLE_AT in df.columns else "ts"
     return to_epoch_us(df[column], source=source, column=column)
+
+
+def _per_bar_lines(table: TableLike, source: str, names: tuple[str, ...],
+                   open_us: IntArray, producer: str) -> dict[str, FloatArray]:
+    """Lines of a per-bar table (one row per bar, e.g. the liquidation map's), aligned on
+    the bars by their open time."""
+    frame = _frame(table, source)
+    _require(frame, source, ("ts",))
+    if not any(c in frame.columns for c in names):
+        raise DataError(f"none of the {source} columns", source=source,
+                        expected=f"ts plus any of {list(names)}",
+                        fix=f"pass the per-bar output of {producer}")
+    pos, frame = _per_bar(frame, source, open_us)
+    return {name: asof_take(_floats(frame, name, source), pos)
+            for name in names if name in frame.columns}
 
 
 def _strike_snapshots(df: pd.DataFrame) -> Snapshots:
