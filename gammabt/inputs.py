@@ -169,36 +169,13 @@ def _bars(path: Path, ctx: LoadContext) -> pa.Table:
     return load_bars(path, freq=ctx.freq)
 
 
-def _spot(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_bars(path)
-
-
 def _chain(path: Path, ctx: LoadContext) -> pa.Table:
     return load_chain(path, spot=ctx.spot)
 
 
-def _perp(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_perp(path)
-
-
-def _funding(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_funding(path)
-
-
-def _futures(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_futures(path)
-
-
-def _oi(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_open_interest(path)
-
-
-def _liquidations(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_liquidations(path)
-
-
-def _barriers(path: Path, ctx: LoadContext) -> pa.Table:
-    return load_barriers(path)
+def _path_only(load: Callable[[Path], pa.Table]) -> Loader:
+    """A loader that needs nothing but the path (the context is not used)."""
+    return lambda path, _ctx: load(path)
 
 
 INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
@@ -207,7 +184,7 @@ INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
               delay_doc="none: a bar is used at its close", market_table="bars",
               lines=("open", "high", "low", "close", "volume")),
     InputSpec("spot", "Bars used to complete a chain without an underlying column; "
-              "repeatable.", _spot, schema="BARS", delay=None,
+              "repeatable.", _path_only(load_bars), schema="BARS", delay=None,
               delay_doc="none: a bar is used at its close"),
     InputSpec("chain", "Option chain file (OptionsDX, Deribit, Tardis; auto-detected); "
               "repeat for several files.", _chain, schema="CHAIN", delay=chain_delay,
@@ -220,32 +197,35 @@ INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in (
               "rest).", None, repeats=False, folder=True, key=(), delay=None,
               delay_doc="per table: the delay of its kind"),
     InputSpec("funding", "Perp funding rates (8-hourly or daily) -> funding_ann line; "
-              "repeatable.", _funding, schema="FUNDING",
+              "repeatable.", _path_only(load_funding), schema="FUNDING",
               # daily means are stamped at the end of their day by the loader
               delay_doc="0", market_table="funding",
               lines=("funding_ann", "funding_rate"), coverage=("spot", "funding_ann"),
               staleness_keys=("funding_ann",)),
     InputSpec("futures", "Dated futures prices (ts, expiry, price; or OptionsDX chain "
               "files); repeat for several files (merged; exact duplicates dropped).",
-              _futures, schema="FUTURES", key=("ts", "expiry"), delay=futures_delay,
+              _path_only(load_futures), schema="FUTURES", key=("ts", "expiry"),
+              delay=futures_delay,
               delay_doc="0, or the chain format's for a chain file",
               market_table="futures", staleness_keys=("basis_ann", "basis_z"),
               lines=("basis_ann", "basis_z", "future legs"),
               coverage=("spot", "basis_ann")),
     InputSpec("perp", "Perp bars: their volume drives the liquidation map when no OI is "
-              "given; repeatable.", _perp, schema="BARS", delay=None,
+              "given; repeatable.", _path_only(load_perp), schema="BARS", delay=None,
               delay_doc="none: a bar is used at its close", market_table="perp",
               lines=("perp leg",), coverage=("perp", "fresh")),
-    InputSpec("oi", "Perp open-interest history -> liquidation map; repeatable.", _oi,
+    InputSpec("oi", "Perp open-interest history -> liquidation map; repeatable.",
+              _path_only(load_open_interest),
               schema="PERP_OI", market_table="perp_oi",
               lines=("liq_below", "liq_below_usd", "liq_above", "liq_above_usd",
                      "liqmap_idx"), coverage=("spot", "liqmap_idx")),
     InputSpec("liquidations", "Observed liquidation events (Binance forceOrder layout); "
-              "repeatable.", _liquidations, schema="LIQUIDATIONS", key=(),
+              "repeatable.", _path_only(load_liquidations), schema="LIQUIDATIONS", key=(),
               market_table="liquidations", lines=("liq_*", "liqmap_idx"),
               coverage=("spot", "liqmap_idx")),
     InputSpec("barriers", "Barrier-option book: ts, type, strike, barrier, expiry, "
-              "notional, dealer_side[, iv] (CSV or Parquet); repeatable.", _barriers,
+              "notional, dealer_side[, iv] (CSV or Parquet); repeatable.",
+              _path_only(load_barriers),
               schema="BARRIERS", key=(), market_table="barriers",
               lines=("barrier_gex", "dist_to_barrier"), coverage=("spot", "barrier_gex")),
 )}

@@ -667,6 +667,11 @@ def coverage_problems(coverage: dict[str, dict[str, Any]], config: RunConfig) ->
     return warnings_
 
 
+def effective_params(config: RunConfig) -> dict[str, Any]:
+    """Every parameter the strategy runs with: its defaults, then the config's values."""
+    return {**strategy_params(get_strategy(config.strategy)), **config.strategy_params}
+
+
 def check_window_length(config: RunConfig, n_bars: int) -> None:
     """Refuse a window shorter than the strategy's warm-up, when its rules declare one
     (the Backtrader run and the lean engine refuse alike)."""
@@ -674,7 +679,7 @@ def check_window_length(config: RunConfig, n_bars: int) -> None:
     rules_class = cls.__dict__.get("rules_class")
     if rules_class is None:
         return
-    warmup = rules_class.from_params({**strategy_params(cls), **dict(config.params)}).warmup
+    warmup = rules_class.from_params(effective_params(config)).warmup
     if n_bars <= warmup:
         raise ConfigError(f"the window has {n_bars} bars; {config.strategy} with these "
                           f"parameters needs more than {warmup} before its first decision",
@@ -685,8 +690,7 @@ def check_window_length(config: RunConfig, n_bars: int) -> None:
 def _refuse_short_window(config: RunConfig, n_bars: int) -> None:
     """Explain Backtrader's IndexError when a strategy's look-back is longer than the
     window (its indicators need more bars than there are); other causes re-raise."""
-    params = {**strategy_params(get_strategy(config.strategy)), **dict(config.params)}
-    longer = sorted(f"{k}={v}" for k, v in params.items()
+    longer = sorted(f"{k}={v}" for k, v in effective_params(config).items()
                     if isinstance(v, int) and not isinstance(v, bool) and v >= n_bars)
     if not longer:
         return

@@ -49,6 +49,7 @@ from gammabt.run import (
     check_market,
     check_window_length,
     coverage_problems,
+    effective_params,
     input_coverage,
     window_bounds,
 )
@@ -91,15 +92,12 @@ class LeanRun:
 
 def rules_for(config: RunConfig) -> SingleLegRules | Unsupported:
     """The strategy's decision object for ``config``'s parameters, or why there is none."""
-    from strategies.params import strategy_params
-
     cls = get_strategy(config.strategy)
     rules_class = cls.__dict__.get("rules_class")
     if rules_class is None:
         return Unsupported(f"strategy {cls.__name__} declares no per-bar rules "
                            "(rules_class) the lean engine can call")
-    params = {**strategy_params(cls), **config.strategy_params}
-    return rules_class.from_params(params)
+    return rules_class.from_params(effective_params(config))
 
 
 def static_check(config: RunConfig, market: PreparedMarket) -> Unsupported | None:
